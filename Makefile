@@ -1,0 +1,56 @@
+# qrepro: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
+SMOKE ?= 0
+STUDY_DIR ?= results
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data test test-fast reproduce study benchmark clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+setup: $(STAMP) data ## create .venv with the pinned packages and make Fashion-MNIST available (idempotent)
+
+data: ## make Fashion-MNIST available (Debian package dataset-fashion-mnist, where apt-get exists)
+	@if [ -f data/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f $(FASHION_DEBIAN)/train-images-idx3-ubyte.gz ]; then \
+		true; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing Fashion-MNIST with apt-get (dataset-fashion-mnist)"; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST not found and apt-get is missing: copy the IDX files into data/fashion-mnist/"; \
+	fi
+
+test: setup ## run the test suite (installs what it needs first)
+	$(PY) -m pytest -q
+
+test-fast: setup ## the test suite without the smoke study and notebooks
+	$(PY) -m pytest -q -m "not slow"
+
+study: setup ## compute checkpoints, ablations and searches into $(STUDY_DIR) (SMOKE=1: tiny, minutes)
+	$(PY) -m qrepro study --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
+
+reproduce: setup ## regenerate every figure and table from the cache in results/ (the main job)
+	$(PY) -m qrepro reproduce --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
+
+benchmark: setup ## print speed figures (ratios measured side by side in one run)
+	$(PY) benchmarks/benchmark.py
+
+clean: ## remove the virtual environment and caches (keeps results/)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,11 @@
+"""qrepro: pruning quantized neural networks, after Guerra, Zhuang, Reid and Drummond,
+*Automatic Pruning for Quantized Neural Networks*, arXiv:2002.00523 (2020).
+
+The paper's full text is not reproduced here; where it is silent, this package makes
+its own choices, each a parameter (see ``README.md`` and ``../shared/spec/METHOD.md``).
+"""
+__version__ = "0.1.0"
+
+from .quantize import (binarize_activation, binarize_weight, dorefa_activation, dorefa_weight,  # noqa: F401
+                       quantize_model)
+from .size import model_size_bytes, size_breakdown  # noqa: F401

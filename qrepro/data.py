@@ -1,0 +1,309 @@
+"""Datasets by name: ``fashion-mnist``, ``cifar10``, ``imagenet``, ``synthetic``.
+
+``load_splits(name, ...)`` returns a :class:`Splits` of train / validation / test, the
+validation split a fixed seeded subset held out of the training images (Fashion-MNIST:
+5,000 of 60,000).  Small datasets live in memory as uint8 tensors and are served by
+:class:`TensorLoader`, which augments whole batches at once (far faster on 2 CPU cores
+than per-image PIL transforms); ImageNet goes through torchvision's ImageFolder and a
+``DataLoader``.
+
+Where Fashion-MNIST is looked for, in order: the folder passed as ``root``,
+``data/fashion-mnist/``, ``/usr/share/datasets/fashion-mnist/`` (Debian's
+``dataset-fashion-mnist``), then torchvision's download if ``download=True``.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import paths
+
+DATASETS = ("fashion-mnist", "cifar10", "imagenet", "synthetic")
+STATS = {  # per-channel mean and std of the training images, in [0, 1] units
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "synthetic": ((0.5,), (0.25,)),
+}
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DatasetNotFound(FileNotFoundError):
+    """A dataset could not be found; the message lists every way to provide it."""
+
+
+# --------------------------------------------------------------------------- in-memory loader
+class TensorLoader:
+    """Batches of ``(images, labels)`` from uint8 images ``(N, C, H, W)`` and labels ``(N,)``.
+
+    Images are scaled to ``[0, 1]`` and normalized; with ``augment`` each batch gets a
+    random crop (zero padding ``pad``) and, where ``flip``, a random horizontal flip.
+    The order and augmentation come from ``seed`` and the epoch counter, so two loaders
+    built alike yield the same batches.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, shuffle: bool = False,
+                 augment: bool = False, pad: int = 2, flip: bool = True, mean=(0.5,), std=(0.5,), seed: int = 0,
+                 drop_last: bool = False):
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        self.images, self.labels = images, labels.long()
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.pad, self.flip, self.seed, self.drop_last = pad, flip, seed, drop_last
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def __len__(self):
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.labels)
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.pad
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        rows = (dy.view(b, 1) + torch.arange(h).view(1, h))  # (B, H)
+        cols = (dx.view(b, 1) + torch.arange(w).view(1, w))  # (B, W)
+        idx_b = torch.arange(b).view(b, 1, 1)
+        out = padded.permute(0, 2, 3, 1)[idx_b, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
+        if self.flip:
+            flip = torch.rand(b, generator=g) < 0.5
+            out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
+        return out
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        self.epoch += 1
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255)
+            if self.augment:
+                x = self._augment(x, g)
+            yield (x - self.mean) / self.std, self.labels[idx]
+
+
+@dataclass
+class Splits:
+    """Train (augmented, shuffled), validation and test loaders, plus what made them."""
+
+    train: object
+    val: object
+    test: object
+    num_classes: int
+    in_channels: int
+    image_size: int
+    source: str
+
+    @property
+    def train_eval(self):
+        """Training images without augmentation, in a fixed order (BatchNorm re-estimation)."""
+        t = self.train
+        if isinstance(t, TensorLoader):
+            return TensorLoader(t.images, t.labels, t.batch_size, shuffle=True, augment=False,
+                                mean=tuple(t.mean.flatten().tolist()), std=tuple(t.std.flatten().tolist()),
+                                seed=t.seed + 1)
+        return t
+
+
+def _split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:].sort().values, perm[:val_size].sort().values
+
+
+def _make_splits(x_train, y_train, x_test, y_test, name, source, val_size, batch_size, seed, augment_kw,
+                 limit=None) -> Splits:
+    tr, va = _split_indices(len(y_train), val_size, seed)
+    if limit:
+        tr, va = tr[:limit], va[:max(1, limit // 10)]
+        x_test, y_test = x_test[:max(1, limit // 5)], y_test[:max(1, limit // 5)]
+    mean, std = STATS[name]
+    common = dict(batch_size=batch_size, mean=mean, std=std)
+    return Splits(
+        train=TensorLoader(x_train[tr], y_train[tr], shuffle=True, augment=True, seed=seed, drop_last=True,
+                           **augment_kw, **common),
+        val=TensorLoader(x_train[va], y_train[va], **common),
+        test=TensorLoader(x_test, y_test, **common),
+        num_classes=int(max(y_train.max(), y_test.max())) + 1,
+        in_channels=x_train.shape[1], image_size=x_train.shape[-1], source=str(source),
+    )
+
+
+# --------------------------------------------------------------------------- IDX (Fashion-MNIST)
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a uint8 tensor."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise ValueError(f"{path} is not an IDX file (too short)")
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {body.size} values")
+    return torch.from_numpy(body.reshape(shape).copy())
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz", folder / "raw" / stem, folder / "raw" / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def fashion_mnist_candidates(root: str | Path | None = None) -> list[Path]:
+    found = [Path(root)] if root is not None else []
+    return found + [paths.DATA_DIR / "fashion-mnist", paths.DEBIAN_FASHION_MNIST]
+
+
+def find_fashion_mnist(root: str | Path | None = None, download: bool = False) -> Path:
+    """The first folder holding the four Fashion-MNIST IDX files, else a :class:`DatasetNotFound`."""
+    candidates = fashion_mnist_candidates(root)
+    for folder in candidates:
+        if all(_idx_file(folder, stem) for pair in FASHION_FILES.values() for stem in pair):
+            return folder
+    if download:
+        import torchvision
+
+        target = paths.DATA_DIR / "fashion-mnist"
+        try:
+            torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
+            torchvision.datasets.FashionMNIST(str(target), train=False, download=True)
+            return target / "FashionMNIST"
+        except Exception as err:  # network refused, partial file, ...
+            reason = f"torchvision's download failed: {err}"
+    else:
+        reason = "download=False"
+    tried = "\n".join(f"  - {c}" for c in candidates)
+    raise DatasetNotFound(
+        "Fashion-MNIST not found. Looked for train-/t10k- images and labels (IDX, optionally .gz) in:\n"
+        f"{tried}\n"
+        "Provide it one of these ways:\n"
+        "  - pass root=<folder holding the IDX files>;\n"
+        f"  - copy the files into {paths.DATA_DIR / 'fashion-mnist'};\n"
+        "  - on Debian: apt-get install dataset-fashion-mnist (what `make setup` does);\n"
+        f"  - allow torchvision's download with download=True ({reason})."
+    )
+
+
+def load_fashion_mnist(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None) -> Splits:
+    folder = find_fashion_mnist(root, download)
+    arrays = {}
+    for split, (img, lab) in FASHION_FILES.items():
+        x = read_idx(_idx_file(folder, img))
+        y = read_idx(_idx_file(folder, lab))
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{folder}: {img} has {x.shape[0]} images but {lab} has {y.shape[0]} labels")
+        arrays[split] = (x.unsqueeze(1), y)
+    (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
+    return _make_splits(xtr, ytr, xte, yte, "fashion-mnist", folder, val_size, batch_size, seed,
+                        dict(pad=2, flip=True), limit)
+
+
+# --------------------------------------------------------------------------- CIFAR-10, ImageNet
+def load_cifar10(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None) -> Splits:
+    import torchvision
+
+    root = Path(root) if root is not None else paths.DATA_DIR / "cifar10"
+    try:
+        train = torchvision.datasets.CIFAR10(str(root), train=True, download=download)
+        test = torchvision.datasets.CIFAR10(str(root), train=False, download=download)
+    except RuntimeError as err:
+        raise DatasetNotFound(
+            f"CIFAR-10 not found under {root} ({err}). Put the python-version batches "
+            "(cifar-10-batches-py/) there, pass root=<folder>, or pass download=True where the network allows."
+        ) from err
+
+    def tensors(ds):
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    (xtr, ytr), (xte, yte) = tensors(train), tensors(test)
+    return _make_splits(xtr, ytr, xte, yte, "cifar10", root, val_size, batch_size, seed, dict(pad=4, flip=True),
+                        limit)
+
+
+def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, workers=2, image_size=224) -> Splits:
+    """ImageNet from an ImageFolder layout: ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*``.
+
+    The validation split is held out of ``train/``; ``val/`` is the test set, as usual.
+    """
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Subset
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root) if root is not None else paths.DATA_DIR / "imagenet"
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise DatasetNotFound(f"ImageNet not found: expected ImageFolder layouts {root}/train/<class>/ and "
+                              f"{root}/val/<class>/; pass root=<folder> (ImageNet cannot be downloaded).")
+    mean, std = STATS["imagenet"]
+    resize = int(image_size * 256 / 224)
+    train_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
+                          T.Normalize(mean, std)])
+    eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(), T.Normalize(mean, std)])
+    train_full = ImageFolder(str(root / "train"), train_tf)
+    train_eval = ImageFolder(str(root / "train"), eval_tf)
+    test = ImageFolder(str(root / "val"), eval_tf)
+    tr, va = _split_indices(len(train_full), min(val_size, len(train_full) // 10), seed)
+    if limit:
+        tr, va = tr[:limit], va[:max(1, limit // 10)]
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(batch_size=batch_size, num_workers=workers)
+    return Splits(
+        train=DataLoader(Subset(train_full, tr.tolist()), shuffle=True, generator=g, drop_last=True, **kw),
+        val=DataLoader(Subset(train_eval, va.tolist()), **kw),
+        test=DataLoader(test, **kw),
+        num_classes=len(train_full.classes), in_channels=3, image_size=image_size, source=str(root),
+    )
+
+
+# --------------------------------------------------------------------------- synthetic
+def load_synthetic(num_classes=4, n_train=512, n_test=128, image_size=8, in_channels=1, batch_size=64, seed=0,
+                   val_size=None, limit=None, **_) -> Splits:
+    """A small deterministic task for tests: each class is a fixed random template plus noise."""
+    g = torch.Generator().manual_seed(1234)
+    templates = torch.rand(num_classes, in_channels, image_size, image_size, generator=g)
+
+    def draw(n):
+        y = torch.arange(n) % num_classes
+        x = 0.6 * templates[y] + 0.4 * torch.rand(n, in_channels, image_size, image_size, generator=g)
+        return (x * 255).round().to(torch.uint8), y
+
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    val_size = n_train // 8 if val_size is None else val_size
+    return _make_splits(xtr, ytr, xte, yte, "synthetic", "synthetic", val_size, batch_size, seed,
+                        dict(pad=1, flip=False), limit)
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagenet": load_imagenet,
+           "synthetic": load_synthetic}
+
+
+def load_splits(name: str, root=None, **kwargs) -> Splits:
+    """Train / validation / test loaders of a dataset by name (see ``DATASETS``)."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return load_synthetic(**kwargs)
+    return LOADERS[name](root=root, **kwargs)

@@ -1,0 +1,184 @@
+"""Training and evaluation, seeded, with a progress bar.
+
+Defaults follow METHOD.md: SGD with momentum and a cosine schedule for full precision;
+quantized networks start from the full-precision checkpoint and train with Adam
+(lr 1e-3, cosine decay) and no weight decay on the latent quantized weights, the
+usual recipe for binary networks.  ``TrainConfig`` holds every choice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .quantize import is_quantized
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (and its cache key)."""
+
+    arch: str = "resnet20"
+    dataset: str = "fashion-mnist"
+    scheme: str | None = None  # None: full precision; "bnn"; "dorefa"
+    w_bits: int | None = None
+    a_bits: int | None = None
+    scaling: str = "filter"
+    epochs: float = 3
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    seed: int = 0
+    init_from: str | None = None  # full-precision checkpoint a quantized model starts from
+    val_size: int = 5000
+    limit: int | None = None  # train on this many images only (smoke runs)
+    arch_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted values: {', '.join(OPTIMIZERS)}")
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int):
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, max_batches: int | None = None, progress: bool = False) -> dict:
+    """Top-1 accuracy (percent) and mean cross-entropy of ``model`` on ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    loss = 0.0
+    it = tqdm(loader, desc="eval", leave=False, disable=not progress)
+    for i, (x, y) in enumerate(it):
+        if max_batches is not None and i >= max_batches:
+            break
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("evaluation loader yielded no batches")
+    return {"acc": 100.0 * correct / total, "loss": loss / total, "n": total}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """No weight decay on latent quantized weights, BatchNorm parameters or biases."""
+    decay, no_decay = [], []
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            quantized_weight = is_quantized(module) and pname == "weight"
+            (no_decay if quantized_weight or p.dim() <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eval_every_epoch: bool = True,
+          max_steps: int | None = None) -> list[dict]:
+    """Train ``model`` in place; returns one record per epoch (loss, accuracies, seconds).
+
+    ``cfg.epochs`` may be fractional (the last epoch stops early); ``max_steps`` caps the
+    number of optimizer steps (smoke runs).
+    """
+    seed_everything(cfg.seed)
+    loader = splits.train
+    steps_per_epoch = len(loader)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if max_steps is not None:
+        total = min(total, max_steps)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: _lr_factor(s, total, int(cfg.warmup_epochs * steps_per_epoch)))
+    history, step, epoch = [], 0, 0
+    while step < total:
+        model.train()
+        t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)}", leave=False,
+                   disable=not progress, total=min(steps_per_epoch, total - step))
+        for x, y in bar:
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            if step >= total:
+                break
+        bar.close()
+        record = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, seen),
+                  "train_acc": 100.0 * correct / max(1, seen), "seconds": time.time() - t0,
+                  "images_per_s": seen / max(1e-9, time.time() - t0)}
+        if eval_every_epoch:
+            record["val_acc"] = evaluate(model, splits.val)["acc"]
+        history.append(record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        epoch += 1
+    return history
+
+
+def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
+    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized."""
+    from .checkpoint import load_checkpoint
+    from .models import build_model
+    from .quantize import quantize_model
+
+    kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, **cfg.arch_kwargs}
+    model = build_model(cfg.arch, **kwargs)
+    if cfg.init_from:
+        fp, _ = load_checkpoint(cfg.init_from, expected_arch=cfg.arch, expected_quant={"scheme": None})
+        model.load_state_dict(fp.state_dict())
+    if cfg.scheme:
+        model = quantize_model(model, cfg.scheme, w_bits=cfg.w_bits, a_bits=cfg.a_bits, scaling=cfg.scaling)
+    return model
+
+
+def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,
+                max_steps: int | None = None):
+    """Train the model ``cfg`` describes, evaluate it, and write its checkpoint to ``out``."""
+    from .checkpoint import save_checkpoint
+    from .data import load_splits
+
+    splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=cfg.batch_size,
+                         seed=0, limit=cfg.limit) if cfg.dataset != "synthetic" else \
+        load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
+    model = build_for_training(cfg, splits)
+    t0 = time.time()
+    history = train(model, splits, cfg, progress=progress, max_steps=max_steps)
+    metrics = {"val_acc": history[-1].get("val_acc"), "test_acc": evaluate(model, splits.test)["acc"],
+               "train_seconds": time.time() - t0, "history": history}
+    if out is not None:
+        save_checkpoint(out, model, config=cfg.to_dict(), metrics=metrics)
+    return model, metrics
