@@ -114,7 +114,9 @@ def binarize_weight(w: torch.Tensor, scaling: str = "filter", scale: torch.Tenso
     "layer"); computed from ``w`` when ``None``.
     """
     check_scaling(scaling)
-    if scale is None:
+    if scaling == "none":
+        alpha = torch.ones((), dtype=w.dtype, device=w.device)
+    elif scale is None:
         alpha = binary_scale(w, scaling)
     elif scaling == "filter":
         alpha = scale.reshape(-1, *([1] * (w.dim() - 1)))
@@ -253,7 +255,7 @@ class _QuantMixin:
 
     def current_scale(self) -> torch.Tensor:
         """The scale the weight quantizer uses now, in the shape of ``w_scale``."""
-        if bool(self.scale_frozen):
+        if bool(self.scale_frozen) or self.w_scale.numel() == 0:
             return self.w_scale
         w = self.weight.detach()
         s = self.spec

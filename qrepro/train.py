@@ -149,8 +149,15 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     return history
 
 
-def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
-    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized."""
+def build_for_training(cfg: TrainConfig, splits, results_root=None) -> nn.Module:
+    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized.
+
+    A relative ``init_from`` is read from the results folder (so configs, and the cache
+    keys hashed from them, do not depend on where the repository lives)."""
+    from pathlib import Path
+
+    from .paths import results_dir
+
     from .checkpoint import load_checkpoint
     from .models import build_model
     from .quantize import quantize_model
@@ -158,7 +165,9 @@ def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, **cfg.arch_kwargs}
     model = build_model(cfg.arch, **kwargs)
     if cfg.init_from:
-        fp, _ = load_checkpoint(cfg.init_from, expected_arch=cfg.arch, expected_quant={"scheme": None})
+        init = Path(cfg.init_from)
+        init = init if init.is_absolute() else results_dir(results_root) / init
+        fp, _ = load_checkpoint(init, expected_arch=cfg.arch, expected_quant={"scheme": None})
         model.load_state_dict(fp.state_dict())
     if cfg.scheme:
         model = quantize_model(model, cfg.scheme, w_bits=cfg.w_bits, a_bits=cfg.a_bits, scaling=cfg.scaling)
@@ -166,7 +175,7 @@ def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
 
 
 def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,
-                max_steps: int | None = None):
+                max_steps: int | None = None, results_root=None):
     """Train the model ``cfg`` describes, evaluate it, and write its checkpoint to ``out``."""
     from .checkpoint import save_checkpoint
     from .data import load_splits
@@ -174,7 +183,7 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
     splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=cfg.batch_size,
                          seed=0, limit=cfg.limit) if cfg.dataset != "synthetic" else \
         load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
-    model = build_for_training(cfg, splits)
+    model = build_for_training(cfg, splits, results_root)
     t0 = time.time()
     history = train(model, splits, cfg, progress=progress, max_steps=max_steps)
     metrics = {"val_acc": history[-1].get("val_acc"), "test_acc": evaluate(model, splits.test)["acc"],

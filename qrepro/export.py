@@ -1,0 +1,158 @@
+"""A packed, deployable file for a (pruned) quantized model: the proof of the sizes printed.
+
+Layout: ``b"QRPK"``, a little-endian uint32 header length, a zlib-compressed JSON header
+(architecture, quantization, pruning record with the kept-filter indices, config), then
+one blob with, for every layer in ``named_modules`` order:
+
+* quantized conv / linear: the codes at ``k`` bits per weight (binary: 1 bit per weight,
+  ``0`` for -1 and ``1`` for +1; k-bit: the levels ``0 .. 2^k-1``), the frozen scales
+  (float32) and the bias (float32) if any;
+* full-precision conv / linear: weight and bias as float32;
+* BatchNorm: two float32 per channel, ``a = gamma / sqrt(var + eps)`` and
+  ``b = beta - mean a`` (the folded affine map; the size convention counts 2 per channel).
+
+Loading rebuilds the architecture, applies the kept indices, and writes latent weights
+that quantize back to the stored codes under the stored (frozen) scales.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointError, model_description, rebuild
+from .prune import apply_kept
+from .quantize import is_quantized
+
+MAGIC = b"QRPK"
+VERSION = 1
+
+
+def pack_bits(levels: np.ndarray, bits: int) -> bytes:
+    """Pack integers in ``[0, 2^bits)`` at ``bits`` bits each (bit-planes, most significant first)."""
+    levels = levels.astype(np.uint32).ravel()
+    planes = [((levels >> (bits - 1 - b)) & 1).astype(np.uint8) for b in range(bits)]
+    return b"".join(np.packbits(p).tobytes() for p in planes)
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    plane_bytes = (count + 7) // 8
+    out = np.zeros(count, dtype=np.uint32)
+    for b in range(bits):
+        plane = np.unpackbits(np.frombuffer(data[b * plane_bytes:(b + 1) * plane_bytes], dtype=np.uint8))[:count]
+        out |= plane.astype(np.uint32) << (bits - 1 - b)
+    return out
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    return bits * ((count + 7) // 8)
+
+
+def _f32(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().float().numpy().astype("<f4").tobytes()
+
+
+def _layer_records(model: nn.Module):
+    for name, m in model.named_modules():
+        if is_quantized(m) or isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            yield name, m
+
+
+def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) -> Path:
+    """Write ``model`` packed (see module docstring).  Scales are frozen first if they were not."""
+    path = Path(path)
+    model = copy.deepcopy(model)  # freezing scales must not touch the caller's model
+    chunks = []
+    for name, m in _layer_records(model):
+        if is_quantized(m):
+            if not bool(m.scale_frozen):
+                m.freeze_scale()
+            codes = m.weight_codes().cpu().numpy()
+            levels = (codes > 0).astype(np.uint32) if m.spec.w_bits == 1 else codes.astype(np.uint32)
+            chunks += [pack_bits(levels, m.spec.w_bits), _f32(m.w_scale)]
+            if m.bias is not None:
+                chunks.append(_f32(m.bias))
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            chunks.append(_f32(m.weight))
+            if m.bias is not None:
+                chunks.append(_f32(m.bias))
+        else:
+            a = m.weight.detach().double() / torch.sqrt(m.running_var.double() + m.eps)
+            b = m.bias.detach().double() - m.running_mean.double() * a
+            chunks += [_f32(a), _f32(b)]
+    header = {"version": VERSION, **model_description(model), "pruned": getattr(model, "pruned", None),
+              "config": config or {}}
+    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks))
+    os.replace(tmp, path)
+    return path
+
+
+def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the model :func:`save_packed` wrote; returns ``(model, header)``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise CheckpointError(f"packed model {path} does not exist") from err
+    if raw[:4] != MAGIC:
+        raise CheckpointError(f"{path} is not a packed qrepro model (magic {raw[:4]!r})")
+    try:
+        (n,) = struct.unpack("<I", raw[4:8])
+        header = json.loads(zlib.decompress(raw[8:8 + n]))
+    except (struct.error, zlib.error, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt header ({err}); re-export the model") from err
+    model = rebuild(header["arch"], header["quant"])
+    pruned = header.get("pruned")
+    if pruned:
+        apply_kept(model, pruned["kept"], pruned["mode"], pruned["scales"])
+    blob, pos = raw[8 + n:], 0
+
+    def take(nbytes: int) -> bytes:
+        nonlocal pos
+        if pos + nbytes > len(blob):
+            raise CheckpointError(f"{path} is truncated (needs {pos + nbytes} bytes of data, has {len(blob)})")
+        pos += nbytes
+        return blob[pos - nbytes:pos]
+
+    def floats(like: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(take(4 * like.numel()), dtype="<f4").copy()).view_as(like)
+
+    with torch.no_grad():
+        for name, m in _layer_records(model):
+            if is_quantized(m):
+                k = m.spec.w_bits
+                levels = unpack_bits(take(packed_nbytes(m.weight.numel(), k)), k, m.weight.numel())
+                levels = torch.from_numpy(levels.astype(np.float64)).view(m.weight.shape)
+                m.w_scale.copy_(floats(m.w_scale))
+                m.scale_frozen.fill_(True)
+                if k == 1:
+                    latent = levels * 2 - 1  # the sign is all a binary layer keeps
+                else:  # a latent weight whose tanh sits exactly on level l under the frozen max|tanh|
+                    latent = torch.atanh(m.w_scale.double().clamp(max=1 - 1e-7) * (2 * levels / (2**k - 1) - 1))
+                m.weight.copy_(latent.float())
+                if m.bias is not None:
+                    m.bias.copy_(floats(m.bias))
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(floats(m.weight))
+                if m.bias is not None:
+                    m.bias.copy_(floats(m.bias))
+            else:
+                m.weight.copy_(floats(m.weight))
+                m.bias.copy_(floats(m.bias))
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)  # so that (x - 0) / sqrt(var + eps) = x
+    if pos != len(blob):
+        raise CheckpointError(f"{path}: {len(blob) - pos} bytes left over; the file does not match its header")
+    model.eval()
+    return model, header
