@@ -1,0 +1,137 @@
+"""Speed figures, measured side by side in one run and printed as ratios (not tests).
+
+    python benchmarks/benchmark.py [--sections train criteria inference search] [--repeats N]
+
+* train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
+  precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
+* criteria: filter-selection time per layer of ResNet-18 for every criterion;
+* inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
+  with the ratio of multiply-accumulate counts beside it;
+* search: BoTorch time per iteration (fit + acquisition) at 9 and 12 dimensions with 60
+  observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from qrepro.checkpoint import environment_info
+from qrepro.criteria import CRITERIA, select_filters
+from qrepro.models import build_model
+from qrepro.prune import layer_view, prune, prune_groups
+from qrepro.quantize import quantize_model
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of convolutions and linear layers for input ``x``."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def bench_train(repeats: int):
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    fp = build_model("resnet20", in_channels=1)
+    models = {"full precision": fp, "BNN": quantize_model(fp, "bnn"), "DoReFa 2-bit": quantize_model(fp, "dorefa")}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
+
+    def step(name):
+        m = models[name]
+        m.train()
+        loss = F.cross_entropy(m(x), y)
+        opts[name].zero_grad()
+        loss.backward()
+        opts[name].step()
+
+    for name in models:
+        step(name)  # warm-up
+    times = {k: [] for k in models}
+    for _ in range(repeats):  # interleaved: each round measures all three under the same load
+        for name in models:
+            t = time.perf_counter()
+            step(name)
+            times[name].append(time.perf_counter() - t)
+    base = 128 / statistics.median(times["full precision"])
+    print("\n## Training throughput, ResNet-20, batch 128 of 1x28x28 (median of", repeats, "steps)")
+    print(f"| model | images/s | ratio to full precision |\n|---|---|---|")
+    for name, ts in times.items():
+        ips = 128 / statistics.median(ts)
+        print(f"| {name} | {ips:.0f} | {ips / base:.2f} |")
+
+
+def bench_criteria(repeats: int):
+    model = quantize_model(build_model("resnet18"), "bnn")
+    groups = prune_groups(model, "block")
+    print("\n## Criterion selection time per layer, BNN ResNet-18, ratio 0.5 (median of", repeats, "runs, ms)")
+    print("| layer | filters x dims | " + " | ".join(CRITERIA) + " |")
+    print("|---|---|" + "---|" * len(CRITERIA))
+    for name, g in groups.items():
+        view = layer_view(model, g)
+        ms = [1000 * timed(lambda c=c: select_filters(view, view.n // 2, c), repeats) for c in CRITERIA]
+        print(f"| {name} | {view.n} x {view.codes.shape[1]} | " + " | ".join(f"{t:.1f}" for t in ms) + " |")
+
+
+def bench_inference(repeats: int):
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 28, 28)
+    print("\n## CPU inference, ResNet-20 pruned by half (block mode) against unpruned, batch 256")
+    print("| model | unpruned ms | pruned ms | time ratio | MAC ratio |\n|---|---|---|---|---|")
+    for scheme in ("bnn", "dorefa"):
+        model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
+        pruned = prune(model, 0.5).eval()
+        with torch.no_grad():
+            model(x), pruned(x)
+            t_full, t_pruned = [], []
+            for _ in range(repeats):
+                t_full.append(timed(lambda: model(x), 1))
+                t_pruned.append(timed(lambda: pruned(x), 1))
+        a, b = statistics.median(t_full), statistics.median(t_pruned)
+        macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
+        print(f"| {scheme} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} |")
+
+
+SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    info = environment_info()
+    print(f"# qrepro benchmark  ({platform.processor() or platform.machine()}, {info['device']}, "
+          f"torch {info['torch']}, botorch {info['botorch']})")
+    for s in args.sections:
+        SECTIONS[s](args.repeats)
+
+
+if __name__ == "__main__":
+    main()
