@@ -1,0 +1,486 @@
+"""Bayesian optimization of per-layer pruning ratios with BoTorch.
+
+The search space is one ratio per prunable layer, ``r_l`` in ``[0, r_max]``.  The model
+size is analytic (:class:`SizeModel`): with block-mode pruning, removing a filter of a
+block's first convolution removes a fixed number of bytes, so
+
+    size(r) <= S0 - sum_l b_l N_l r_l          (b_l: bytes per filter, N_l: filters)
+
+and the paper-style mode maximizes the objective (validation accuracy) subject to the
+*linear* constraint ``sum_l b_l N_l r_l >= target S0``, which BoTorch's ``optimize_acqf``
+takes as an inequality constraint: no infeasible candidate is ever proposed, the GP never
+has to learn the constraint.  (The rounding rule of ``prune.n_keep`` removes at least
+``r_l N_l`` filters, so the exact size is never above the linear bound.)  The second mode
+(``mode="pareto"``) searches the whole box for the accuracy / size front with
+qLogNEHVI, the size objective being a known deterministic model.
+
+BoTorch throughout: a scrambled Sobol initial design (feasible points only), a
+``SingleTaskGP`` on inputs normalized to the unit cube and standardized outcomes, and
+``qLogNoisyExpectedImprovement`` (``q`` candidates a step).  Baselines under the same
+interface and budget: ``method="random"`` (uniform in the feasible region) and
+``method="uniform"`` (one ratio for every layer, the smallest that meets the target).
+
+Every candidate is journaled (JSON lines) before and after it is evaluated; a search
+started again on the same journal resumes where it stopped, evaluating nothing twice,
+and reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .cache import config_key
+from .prune import n_keep
+
+METHODS = ("bo", "random", "uniform")
+MODES = ("constrained", "pareto")
+DTYPE = torch.double
+
+
+class JournalMismatch(ValueError):
+    """A journal written by a search with another configuration."""
+
+
+# --------------------------------------------------------------------------- size
+@dataclass
+class SizeModel:
+    """Analytic size: ``base`` bytes, and per layer its filter count and bytes per filter."""
+
+    base: float
+    channels: dict[str, int]
+    bytes_per_filter: dict[str, float]
+
+    @classmethod
+    def from_model(cls, model, layers: Sequence[str] | None = None, convention=None) -> "SizeModel":
+        """Measure ``model``: bytes removed by pruning one filter of each block-mode layer."""
+        from .prune import apply_kept, prune_groups
+        from .size import DEFAULT_CONVENTION, model_size_bytes
+
+        import copy
+
+        convention = convention or DEFAULT_CONVENTION
+        groups = prune_groups(model, "block")
+        layers = list(layers or groups)
+        base = model_size_bytes(model, convention)
+        per = {}
+        for name in layers:
+            one = apply_kept(copy.deepcopy(model), {name: list(range(groups[name].channels - 1))}, "block",
+                             "recompute")
+            per[name] = base - model_size_bytes(one, convention)
+        return cls(base, {n: groups[n].channels for n in layers}, per)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.channels)
+
+    def weights(self) -> torch.Tensor:
+        """``b_l N_l``: bytes removed per unit of ratio, per layer."""
+        return torch.tensor([self.bytes_per_filter[n] * self.channels[n] for n in self.layers], dtype=DTYPE)
+
+    def linear_size(self, ratios: torch.Tensor) -> torch.Tensor:
+        return self.base - ratios.to(DTYPE) @ self.weights()
+
+    def exact_size(self, ratios: Sequence[float]) -> float:
+        removed = sum(self.bytes_per_filter[n] * (self.channels[n] - n_keep(self.channels[n], float(r)))
+                      for n, r in zip(self.layers, ratios))
+        return self.base - removed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- config
+@dataclass
+class SearchConfig:
+    """One search.  ``target``: the fraction of model size to remove (constrained mode)."""
+
+    layers: list[str]
+    method: str = "bo"
+    mode: str = "constrained"
+    target: float = 0.2612
+    r_max: float = 0.9
+    budget: int = 60
+    n_init: int = 10
+    q: int = 1
+    seed: int = 0
+    num_restarts: int = 8
+    raw_samples: int = 256
+    ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
+    extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("the search needs at least one layer (layers=[] given); see prune.prunable_layers")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError("layers must not repeat")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown search method {self.method!r}; accepted values: {', '.join(METHODS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown search mode {self.mode!r}; accepted values: {', '.join(MODES)}")
+        if not 0.0 < self.r_max < 1.0:
+            raise ValueError(f"r_max must be in (0, 1), got {self.r_max}")
+        if not 0.0 <= self.target < 1.0:
+            raise ValueError(f"target (fraction of size removed) must be in [0, 1), got {self.target}")
+        if self.budget < 1 or self.q < 1 or self.n_init < 1:
+            raise ValueError(f"budget, q and n_init must be positive, got {self.budget}, {self.q}, {self.n_init}")
+        if self.mode == "pareto" and self.method == "uniform":
+            raise ValueError("method 'uniform' has no Pareto mode; use the uniform sweep instead")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_reachable(cfg: SearchConfig, size: SizeModel):
+    """Raise if no ratios in ``[0, r_max]`` meet the size target."""
+    if cfg.mode != "constrained":
+        return
+    best = size.linear_size(torch.full((len(size.layers),), cfg.r_max, dtype=DTYPE)).item()
+    need = (1 - cfg.target) * size.base
+    if best > need:
+        reach = 1 - best / size.base
+        raise ValueError(f"target {cfg.target:.4f} cannot be reached: pruning every searched layer at "
+                         f"r_max={cfg.r_max} removes only {reach:.4f} of the model size; lower the target, raise "
+                         "r_max or search more layers")
+
+
+# --------------------------------------------------------------------------- journal
+class Journal:
+    """JSON lines: a header, then ``pending`` (a candidate about to be evaluated) and
+    ``eval`` records.  Each record is one ``write`` of a whole line followed by fsync; a
+    torn last line (a crash mid-write) is dropped on reading."""
+
+    def __init__(self, path: str | Path | None, header: dict):
+        self.path = Path(path) if path is not None else None
+        self.header = header
+        self.records: list[dict] = []
+        if self.path is None:
+            return
+        if self.path.exists() and self.path.stat().st_size > 0:
+            lines = self.path.read_text().split("\n")
+            complete, torn = lines[:-1], lines[-1]
+            parsed = []
+            for line in complete:
+                try:
+                    parsed.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+            if not parsed or parsed[0].get("type") != "header":
+                raise JournalMismatch(f"{self.path} is not a qrepro search journal; delete it or pass another path")
+            if parsed[0]["key"] != header["key"]:
+                raise JournalMismatch(
+                    f"{self.path} was written by a search with another configuration (key {parsed[0]['key']}, "
+                    f"this search has {header['key']}); pass a new journal path or delete the old one.\n"
+                    f"journal config: {json.dumps(parsed[0]['config'], sort_keys=True)}\n"
+                    f"this config:    {json.dumps(header['config'], sort_keys=True)}")
+            self.records = parsed[1:]
+            if torn or len(parsed) < len(complete):  # rewrite without the torn tail
+                self._rewrite([parsed[0]] + self.records)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"type": "header", **header})
+
+    def _rewrite(self, records):
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        os.replace(tmp, self.path)
+
+    def _append(self, record: dict):
+        if self.path is None:
+            return
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def add(self, record: dict):
+        self.records.append(record)
+        self._append(record)
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.records if r["type"] == "eval"]
+
+    def pending(self) -> list[dict]:
+        done = {r["index"] for r in self.evals}
+        return [r for r in self.records if r["type"] == "pending" and r["index"] not in done]
+
+
+# --------------------------------------------------------------------------- candidates
+def _constraint(cfg: SearchConfig, size: SizeModel):
+    """``sum_l w_l r_max x_l >= target S0`` on the unit cube, in BoTorch's format."""
+    w = size.weights() * cfg.r_max
+    scale = w.max()  # keep the coefficients O(1) for SLSQP
+    return [(torch.arange(len(w)), w / scale, float(cfg.target * size.base / scale))]
+
+
+def _feasible(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> torch.Tensor:
+    if cfg.mode != "constrained":
+        return torch.ones(x.shape[0], dtype=torch.bool)
+    ((_, coef, rhs),) = _constraint(cfg, size)
+    return x.to(DTYPE) @ coef >= rhs - 1e-9
+
+
+def _feasible_draws(n: int, cfg: SearchConfig, size: SizeModel, seed: int, sobol: bool) -> torch.Tensor:
+    """``n`` points of the unit cube that meet the constraint: the first feasible points of a
+    scrambled Sobol sequence (``sobol``) or of uniform draws, by rejection; hit-and-run
+    sampling of the polytope when rejection accepts too few."""
+    d = len(size.layers)
+    engine = torch.quasirandom.SobolEngine(d, scramble=True, seed=seed) if sobol else None
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(64):
+        draw = engine.draw(1024).to(DTYPE) if sobol else torch.rand(1024, d, generator=g, dtype=DTYPE)
+        out.append(draw[_feasible(draw, cfg, size)])
+        if sum(len(o) for o in out) >= n:
+            return torch.cat(out)[:n]
+    from botorch.utils.sampling import get_polytope_samples
+
+    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+    ((idx, coef, rhs),) = _constraint(cfg, size)
+    return get_polytope_samples(n, bounds, [(idx, coef.to(DTYPE), rhs + 1e-6)], seed=seed)
+
+
+def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: SizeModel, step: int) -> torch.Tensor:
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.optim import optimize_acqf
+
+    torch.manual_seed(cfg.seed * 7919 + step)
+    d = x.shape[1]
+    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gp = fit_gp(x, y[:, :1])
+        if cfg.mode == "constrained":
+            acq = qLogNoisyExpectedImprovement(gp, X_baseline=x, prune_baseline=True)
+            constraints = _constraint(cfg, size)
+        else:
+            acq = _pareto_acquisition(gp, x, y, cfg, size)
+            constraints = None
+        # Initial conditions: the best of ``raw_samples`` feasible q-batches by rejection sampling
+        # (BoTorch's default hit-and-run polytope sampler costs seconds per step on 2 cores).
+        raw = _feasible_draws(cfg.raw_samples * cfg.q, cfg, size, cfg.seed * 7919 + step, sobol=False)
+        raw = raw.view(cfg.raw_samples, cfg.q, d)
+        with torch.no_grad():
+            top = acq(raw).topk(min(cfg.num_restarts, cfg.raw_samples)).indices
+        cand, _ = optimize_acqf(acq, bounds=bounds, q=cfg.q, num_restarts=len(top),
+                                batch_initial_conditions=raw[top], inequality_constraints=constraints,
+                                options={"maxiter": 100})
+    cand = cand.detach().clamp(0, 1)
+    if cfg.mode == "constrained":  # SLSQP meets the constraint to ~1e-6: project the last bit exactly
+        cand = _project_feasible(cand, cfg, size)
+    return cand
+
+
+def fit_gp(x: torch.Tensor, y: torch.Tensor):
+    """A ``SingleTaskGP`` on unit-cube inputs (``Normalize``) and standardized outcomes, fitted by
+    maximizing the marginal likelihood."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms import Normalize, Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    d = x.shape[1]
+    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+    gp = SingleTaskGP(x, y, input_transform=Normalize(d, bounds=bounds), outcome_transform=Standardize(1))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+    return gp
+
+
+def _project_feasible(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> torch.Tensor:
+    ((_, coef, rhs),) = _constraint(cfg, size)
+    for i in range(x.shape[0]):
+        for _ in range(100):
+            gap = rhs - float(x[i] @ coef)
+            if gap <= 0:
+                break
+            free = x[i] < 1
+            step = (gap + 1e-9) / float((coef * free).sum())
+            x[i] = (x[i] + step * free.to(DTYPE)).clamp(0, 1)
+    return x
+
+
+def _pruned_fraction(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> torch.Tensor:
+    """The known second objective: fraction of the model size removed (linear bound)."""
+    return (x.to(DTYPE) * cfg.r_max) @ size.weights() / size.base
+
+
+def _ref_point(y: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
+    acc_ref = cfg.ref_accuracy if cfg.ref_accuracy is not None else float(y[:, 0].min()) - 1e-3
+    return torch.tensor([acc_ref, 0.0], dtype=DTYPE)
+
+
+def _pareto_acquisition(gp, x, y, cfg, size):
+    from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+    from botorch.models.deterministic import GenericDeterministicModel
+    from botorch.models.model import ModelList
+
+    known = GenericDeterministicModel(lambda X: _pruned_fraction(X, cfg, size).unsqueeze(-1), num_outputs=1)
+    return qLogNoisyExpectedHypervolumeImprovement(ModelList(gp, known), ref_point=_ref_point(y, cfg).tolist(),
+                                                   X_baseline=x, prune_baseline=True)
+
+
+def pareto_front(points: torch.Tensor) -> torch.Tensor:
+    """Mask of the non-dominated rows of ``points`` ``(n, m)`` (all objectives maximized)."""
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    return is_non_dominated(points, deduplicate=True)
+
+
+def hypervolume(points: torch.Tensor, ref: torch.Tensor) -> float:
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+
+    pts = points[pareto_front(points)]
+    pts = pts[(pts > ref).all(1)]
+    return float(Hypervolume(ref).compute(pts)) if len(pts) else 0.0
+
+
+def uniform_ratio(cfg: SearchConfig, size: SizeModel) -> float:
+    """The smallest single ratio for every layer that meets the size target (exact sizes)."""
+    w = size.weights().sum().item()
+    r = min(cfg.r_max, cfg.target * size.base / w)
+    need = (1 - cfg.target) * size.base
+    while size.exact_size([r] * len(size.layers)) > need + 1e-6 and r < cfg.r_max:
+        r = min(cfg.r_max, r + 1e-4)
+    return r
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class SearchResult:
+    config: dict
+    records: list[dict]
+    best: dict | None
+    front: list[dict]
+
+    def table(self):
+        import pandas as pd
+
+        rows = [{"index": r["index"], "value": r["value"], "size": r["size"], "feasible": r["feasible"],
+                 "best_so_far": r["best_so_far"], "hypervolume": r.get("hypervolume"), "seconds": r["seconds"],
+                 **{f"r[{n}]": v for n, v in zip(self.config["layers"], r["ratios"])}} for r in self.records]
+        return pd.DataFrame(rows)
+
+
+def _default_executor(q: int):
+    return cf.ProcessPoolExecutor(max_workers=q, mp_context=multiprocessing.get_context("spawn"))
+
+
+def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: SearchConfig,
+                  journal: str | Path | None = None, executor: cf.Executor | None = None,
+                  progress: bool = True) -> SearchResult:
+    """Search per-layer ratios; ``objective({layer: ratio}) -> value`` (higher is better).
+
+    ``executor``: where the ``q`` candidates of a step are evaluated concurrently (a local
+    process pool of ``q`` workers by default when ``q > 1``; any ``concurrent.futures.Executor``
+    works, e.g. one per GPU or machine; the objective must then be picklable).
+    """
+    if list(size.layers) != list(cfg.layers):
+        raise ValueError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
+    check_reachable(cfg, size)
+    header = {"config": cfg.to_dict(), "size": size.to_dict()}
+    header["key"] = config_key(header)
+    jr = Journal(journal, header)
+    owned = None
+    if executor is None and cfg.q > 1:
+        executor = owned = _default_executor(cfg.q)
+    budget = 1 if cfg.method == "uniform" else cfg.budget
+    d = len(cfg.layers)
+    init = _feasible_draws(cfg.n_init, cfg, size, cfg.seed, sobol=True) if cfg.method == "bo" else None
+    rand = _feasible_draws(budget, cfg, size, cfg.seed, sobol=False) if cfg.method == "random" else None
+    bar = tqdm(total=budget, desc=f"{cfg.method} search", disable=not progress)
+    bar.update(len(jr.evals))
+    try:
+        while len(jr.evals) < budget:
+            todo = jr.pending()
+            if not todo:
+                todo = _propose(jr, cfg, size, init, rand, budget)
+                for rec in todo:
+                    jr.add(rec)
+            _evaluate(todo, objective, jr, cfg, size, executor)
+            bar.update(len(todo))
+            best = _best(jr.evals)
+            if best:
+                bar.set_postfix(best_feasible=f"{best['value']:.4g}")
+    finally:
+        bar.close()
+        if owned is not None:
+            owned.shutdown()
+    evals = sorted(jr.evals, key=lambda r: r["index"])
+    front = []
+    if evals:
+        pts = torch.tensor([[r["value"], r["pruned_fraction"]] for r in evals], dtype=DTYPE)
+        front = [evals[i] for i in pareto_front(pts).nonzero().flatten().tolist()]
+        front.sort(key=lambda r: r["pruned_fraction"])
+    return SearchResult(cfg.to_dict(), evals, _best(evals), front)
+
+
+def _best(evals: list[dict]) -> dict | None:
+    feasible = [r for r in evals if r["feasible"]]
+    return max(feasible, key=lambda r: (r["value"], -r["index"])) if feasible else None
+
+
+def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, budget: int) -> list[dict]:
+    n_done = len(jr.evals)
+    q = min(cfg.q, budget - n_done)
+    if cfg.method == "uniform":
+        x = torch.full((1, len(cfg.layers)), uniform_ratio(cfg, size) / cfg.r_max, dtype=DTYPE)
+        source = "uniform"
+    elif cfg.method == "random":
+        x, source = rand[n_done:n_done + q], "random"
+    elif n_done < cfg.n_init:
+        x, source = init[n_done:n_done + min(q, cfg.n_init - n_done)], "sobol"
+    else:
+        xs = torch.tensor([r["x"] for r in jr.evals], dtype=DTYPE)
+        ys = torch.tensor([[r["value"]] for r in jr.evals], dtype=DTYPE)
+        x, source = _bo_candidates(xs, ys, cfg, size, n_done), "bo"
+    return [{"type": "pending", "index": n_done + i, "x": [float(v) for v in row], "source": source}
+            for i, row in enumerate(x)]
+
+
+def _evaluate(todo, objective, jr: Journal, cfg: SearchConfig, size: SizeModel, executor):
+    ratios = [{n: float(v) * cfg.r_max for n, v in zip(cfg.layers, rec["x"])} for rec in todo]
+    starts = time.time()
+    if executor is not None and len(todo) > 1:
+        futures = [executor.submit(objective, r) for r in ratios]
+        values = [f.result() for f in futures]
+    else:
+        values = [objective(r) for r in ratios]
+    seconds = (time.time() - starts) / len(todo)
+    for rec, r, v in zip(todo, ratios, values):
+        if not isinstance(v, (int, float)) or math.isnan(float(v)):
+            raise ValueError(f"the objective returned {v!r} for {r}; it must return a finite number")
+        rv = list(r.values())
+        exact = size.exact_size(rv)
+        feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
+        out = {"type": "eval", "index": rec["index"], "x": rec["x"], "source": rec["source"], "ratios": rv,
+               "value": float(v), "size": exact, "pruned_fraction": 1 - exact / size.base, "feasible": feasible,
+               "seconds": seconds, "seed": cfg.seed}
+        prev = _best(jr.evals + [out])
+        out["best_so_far"] = prev["value"] if prev else None
+        if cfg.mode == "pareto":
+            pts = torch.tensor([[e["value"], e["pruned_fraction"]] for e in jr.evals + [out]], dtype=DTYPE)
+            ref = _ref_point(pts, cfg) if cfg.ref_accuracy is not None else torch.tensor([0.0, 0.0], dtype=DTYPE)
+            out["hypervolume"] = hypervolume(pts, ref)
+        jr.add(out)
+
+
+def load_journal(path: str | Path) -> tuple[dict, list[dict]]:
+    """``(header, eval records)`` of a journal, for the notebooks (read-only)."""
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines or lines[0].get("type") != "header":
+        raise JournalMismatch(f"{path} is not a qrepro search journal")
+    return lines[0], sorted((r for r in lines[1:] if r["type"] == "eval"), key=lambda r: r["index"])
