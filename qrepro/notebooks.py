@@ -1,0 +1,48 @@
+"""Execute the numbered notebooks in order with papermill (``make reproduce``).
+
+Each notebook is run with ``smoke`` and ``results`` injected after its ``parameters``
+cell; the executed copy lands in ``results/notebooks/``.  A progress line per notebook
+gives its time.  The notebooks only read the cache: a missing or stale artifact stops
+the run with the error naming the command that makes it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from .paths import NOTEBOOKS_DIR, executed_notebooks_dir, results_dir
+
+
+def notebook_paths() -> list[Path]:
+    """The numbered notebooks, in the order they run."""
+    return sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3") -> list[Path]:
+    import papermill as pm
+
+    root = results_dir(root).resolve()
+    out_dir = executed_notebooks_dir(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    books = [p for p in notebook_paths() if not only or any(o in p.name for o in only)]
+    if not books:
+        raise FileNotFoundError(f"no notebooks matched {only} in {NOTEBOOKS_DIR}")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    written, start = [], time.time()
+    for i, nb in enumerate(books, 1):
+        t0 = time.time()
+        print(f"[{i}/{len(books)}] {nb.name} ...", end="", flush=True)
+        out = out_dir / nb.name
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters={"smoke": smoke, "results": str(root)},
+                                kernel_name=kernel, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                                execution_timeout=timeout)
+        except pm.PapermillExecutionError as err:
+            print(f" FAILED after {time.time() - t0:.0f} s", flush=True)
+            raise SystemExit(f"{nb.name} failed: {err.ename}: {err.evalue}\n(executed copy with the traceback: {out})")
+        print(f" {time.time() - t0:.0f} s", flush=True)
+        written.append(out)
+    print(f"all {len(books)} notebooks in {time.time() - start:.0f} s; executed copies in {out_dir}", file=sys.stderr)
+    return written

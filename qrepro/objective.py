@@ -1,0 +1,86 @@
+"""The search objective for a trained quantized network: prune at the candidate ratios,
+re-estimate BatchNorm on a few training batches (no gradient step), optionally fine-tune
+a few steps, and return the top-1 accuracy on the held-out validation split.
+
+:class:`PruneObjective` is a picklable callable, so ``search.search_ratios`` can send it to
+worker processes; every choice it makes is in :meth:`PruneObjective.describe`, which goes
+into the search journal's key.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from .data import TensorLoader
+from .prune import prune, recalibrate_batchnorm
+from .train import evaluate
+
+
+def fixed_subset(loader: TensorLoader, n_images: int | None, batch_size: int | None = None,
+                 augment: bool = False) -> TensorLoader:
+    """The first ``n_images`` of ``loader`` (all if None), unshuffled: the same batches every call."""
+    n = len(loader.labels) if n_images is None else min(n_images, len(loader.labels))
+    return TensorLoader(loader.images[:n], loader.labels[:n], batch_size or loader.batch_size, shuffle=False,
+                        augment=augment, mean=tuple(loader.mean.flatten().tolist()),
+                        std=tuple(loader.std.flatten().tolist()))
+
+
+def finetune(model, loader: TensorLoader, steps: int, lr: float = 1e-4, seed: int = 0):
+    """``steps`` Adam steps on ``loader`` (cycled, fixed seed); returns the model in eval mode."""
+    from .train import make_optimizer, TrainConfig
+
+    torch.manual_seed(seed)
+    opt = make_optimizer(model, TrainConfig(optimizer="adam", lr=lr, weight_decay=0.0))
+    model.train()
+    done = 0
+    while done < steps:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    model.eval()
+    return model
+
+
+class PruneObjective:
+    """``objective({layer: ratio}) -> validation accuracy (percent)`` of the pruned model."""
+
+    def __init__(self, model, splits, criterion: str = "redundancy", bn_batches: int = 20, val_images: int | None = None,
+                 finetune_steps: int = 0, finetune_lr: float = 1e-4, criterion_options: dict | None = None,
+                 mode: str = "block", batch_size: int = 256, seed: int = 0):
+        self.model = copy.deepcopy(model).eval()
+        self.criterion, self.bn_batches, self.mode = criterion, bn_batches, mode
+        self.finetune_steps, self.finetune_lr, self.seed = finetune_steps, finetune_lr, seed
+        self.criterion_options = dict(criterion_options or {})
+        # fixed batches: every candidate sees the same BatchNorm and validation images
+        self.bn_loader = fixed_subset(splits.train, bn_batches * 128, 128)
+        self.ft_loader = fixed_subset(splits.train, max(1, finetune_steps) * 128, 128, augment=True)
+        self.val = fixed_subset(splits.val, val_images, batch_size)
+        self.val_images = len(self.val.labels)
+
+    def describe(self) -> dict:
+        return {"criterion": self.criterion, "criterion_options": self.criterion_options,
+                "bn_batches": self.bn_batches, "val_images": self.val_images, "finetune_steps": self.finetune_steps,
+                "finetune_lr": self.finetune_lr, "mode": self.mode, "seed": self.seed}
+
+    def prune(self, ratios) -> torch.nn.Module:
+        options = dict(self.criterion_options)
+        if self.criterion == "random":
+            options.setdefault("seed", self.seed)
+        pruned = prune(self.model, ratios, self.criterion, mode=self.mode, criterion_options=options)
+        if self.finetune_steps:
+            recalibrate_batchnorm(pruned, self.bn_loader, self.bn_batches)
+            finetune(pruned, self.ft_loader, self.finetune_steps, self.finetune_lr, self.seed)
+        return recalibrate_batchnorm(pruned, self.bn_loader, self.bn_batches)
+
+    def __call__(self, ratios) -> float:
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        with torch.no_grad() if not self.finetune_steps else torch.enable_grad():
+            pruned = self.prune(ratios)
+        return evaluate(pruned, self.val)["acc"]
