@@ -109,22 +109,24 @@ def resnet18_size_table() -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- filters
 def duplicate_table(model, near: float = 0.25) -> pd.DataFrame:
-    """Per quantized block layer: exact duplicate filters (Hamming 0), near duplicates
-    (nearest neighbour within ``near`` of the filter length) and the mean nearest-neighbour
-    distance as a fraction of the length (0.5 for random codes)."""
-    from .criteria import pairwise_distances
+    """Per quantized block layer: exact duplicate filters (identical codes), near duplicates
+    (nearest neighbour differs in at most ``near`` of its weights' codes), and the mean
+    nearest-neighbour fraction of differing codes; uniformly random codes would differ in
+    ``1 - 2^-k`` of them (0.5 for binary)."""
     from .prune import layer_view, prune_groups
 
     rows = []
     for name, g in prune_groups(model, "block").items():
         v = layer_view(model, g)
-        d = pairwise_distances(v.codes, v.kind).clone()
-        d.fill_diagonal_(float("inf"))
-        nn_d = d.min(1).values / v.codes.shape[1] if v.kind == "binary" else d.min(1).values
-        rows.append({"layer": name, "filters": v.n, "length": v.codes.shape[1],
-                     "exact_duplicates": int((d.min(1).values == 0).sum()) // 1,
-                     f"near_duplicates(<={near})": int((nn_d <= near).sum()),
-                     "mean_nn_distance": float(nn_d.mean())})
+        c = v.codes
+        differ = (c[:, None, :] != c[None, :, :]).double().mean(-1)  # (N, N) fraction of differing codes
+        differ.fill_diagonal_(float("inf"))
+        nn_frac = differ.min(1).values
+        bits = 1 if v.kind == "binary" else int(torch.log2(c.max() + 1).ceil().item())
+        rows.append({"layer": name, "filters": v.n, "length": c.shape[1],
+                     "exact_duplicates": int((nn_frac == 0).sum()),
+                     f"near_duplicates(<={near})": int((nn_frac <= near).sum()),
+                     "mean_nn_differing": float(nn_frac.mean()), "random_codes_differing": 1 - 2.0**-bits})
     return pd.DataFrame(rows)
 
 
@@ -179,9 +181,10 @@ def search_summary(df: pd.DataFrame) -> pd.DataFrame:
     best = c[c["feasible"]].sort_values("value").groupby(["model", "target", "method", "seed"]).tail(1)
     out = best.groupby(["model", "target", "method"]).agg(
         best_val_top1_mean=("value", "mean"), best_val_top1_std=("value", "std"), seeds=("seed", "count"),
-        pruned_percent_mean=("pruned_fraction", lambda s: 100 * s.mean()),
-        evaluations=("index", lambda s: int(c["index"].max()) + 1)).reset_index()
-    return out.fillna({"best_val_top1_std": 0.0})
+        pruned_percent_mean=("pruned_fraction", lambda s: 100 * s.mean())).reset_index()
+    keys = ["model", "target", "method"]
+    counts = c.groupby(keys + ["seed"]).size().groupby(keys).mean().rename("evaluations_per_seed").reset_index()
+    return out.merge(counts, on=keys).fillna({"best_val_top1_std": 0.0})
 
 
 # --------------------------------------------------------------------------- finals
@@ -204,7 +207,7 @@ def final_table(smoke: bool, splits, root=None, bases: dict | None = None) -> pd
         rows.append({"model": LABELS[kind], "configuration": "unpruned", "target_percent": 0.0, "seeds": 1,
                      "test_top1_mean": test_accuracy(model, splits), "test_top1_std": 0.0,
                      "size_MB": base_size / MB, "pruned_percent": 0.0, "file_MB": disk / MB})
-        for target in study.study_settings(smoke)["final"]["targets"]:
+        for target in study.study_settings(smoke)["final"]["targets"][kind]:
             for method in ("uniform", "bo"):
                 accs, sizes, disks = [], [], []
                 for job in study.final_jobs(smoke):
