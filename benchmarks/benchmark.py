@@ -118,7 +118,34 @@ def bench_inference(repeats: int):
         print(f"| {scheme} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} |")
 
 
-SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference}
+def bench_search(repeats: int):
+    from qrepro.objective import PruneObjective
+    from qrepro.search import SearchConfig, SizeModel, _bo_candidates
+    from qrepro.study import load_study_data, study_settings
+
+    torch.manual_seed(0)
+    rows = []
+    for d in (9, 12):
+        layers = [f"l{i}" for i in range(d)]
+        size = SizeModel(1000.0 * d, {n: 64 for n in layers}, {n: 1.0 for n in layers})
+        cfg = SearchConfig(layers=layers, target=0.3, budget=61, n_init=10)
+        x = torch.rand(60, d, dtype=torch.double)
+        y = -((x - 0.3) ** 2).sum(1, keepdim=True) + 0.01 * torch.randn(60, 1, dtype=torch.double)
+        rows.append((d, timed(lambda: _bo_candidates(x, y, cfg, size, 60), max(1, repeats // 3))))
+    splits = load_study_data(False)
+    model = quantize_model(build_model("resnet20", in_channels=1), "bnn")
+    ev = study_settings(False)["evaluation"]
+    objective = PruneObjective(model, splits, **ev)
+    t_eval = timed(lambda: objective(0.5), max(1, repeats // 3))
+    print(f"\n## BoTorch iteration (fit + qLogNEI optimization, 60 observations) against one candidate evaluation")
+    print(f"(evaluation: ResNet-20 BNN on Fashion-MNIST, prune + BN re-estimation on {ev['bn_batches']} batches "
+          f"+ {ev['val_images']} validation images: {t_eval:.2f} s)")
+    print("| dimensions | BO iteration s | ratio to one evaluation |\n|---|---|---|")
+    for d, t in rows:
+        print(f"| {d} | {t:.2f} | {t / t_eval:.2f} |")
+
+
+SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search}
 
 
 def main(argv=None):
