@@ -169,3 +169,10 @@ def test_bad_configs(kw, match):
 def test_unreachable_target():
     with pytest.raises(ValueError, match="cannot be reached"):
         search_ratios(Toy(), toy_size(), cfg(target=0.9, r_max=0.5), progress=False)
+
+
+def test_q_batch_in_the_default_process_pool():
+    """q > 1 with no executor: a local pool of spawned processes evaluates each batch."""
+    res = search_ratios(Toy(), toy_size(), cfg(budget=4, n_init=2, q=2), progress=False)
+    assert [r["index"] for r in res.records] == [0, 1, 2, 3]
+    assert all(r["value"] == pytest.approx(Toy()(dict(zip(LAYERS, r["ratios"])))) for r in res.records)
