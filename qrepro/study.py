@@ -52,8 +52,8 @@ FULL = {
                      ratios=[0.25, 0.5, 0.75], random_seeds=[0, 1, 2], finetune_ratio=0.5, finetune_steps=60,
                      finetune_lr=1e-4),
     "search": dict(targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}, methods=["bo", "random", "uniform"],
-                   seeds=[0, 1, 2], budget=40, n_init=10, q=1, r_max=0.9, criterion="redundancy",
-                   pareto_budget=40, pareto_model="bnn"),
+                   seeds=[0, 1, 2], budget=60, n_init=10, q=1, r_max=0.9, criterion="redundancy",
+                   pareto_budget=60, pareto_model="bnn"),
     "final": dict(epochs=0.5, lr=1e-4, seeds=[0, 1], targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}),
 }
 
