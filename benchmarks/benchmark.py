@@ -127,7 +127,7 @@ def bench_search(repeats: int):
     rows = []
     for d in (9, 12):
         layers = [f"l{i}" for i in range(d)]
-        size = SizeModel(1000.0 * d, {n: 64 for n in layers}, {n: 1.0 for n in layers})
+        size = SizeModel(100.0 * d, {n: 64 for n in layers}, {n: 1.0 for n in layers})  # target reachable
         cfg = SearchConfig(layers=layers, target=0.3, budget=61, n_init=10)
         x = torch.rand(60, d, dtype=torch.double)
         y = -((x - 0.3) ** 2).sum(1, keepdim=True) + 0.01 * torch.randn(60, 1, dtype=torch.double)

@@ -268,10 +268,10 @@ def final_jobs(smoke: bool = False) -> list[dict]:
 
 def final_config(job: dict, smoke: bool = False) -> dict:
     st = study_settings(smoke)
-    sjob = dict(model=job["model"], mode="constrained", target=job["target"], method=job["method"],
-                seed=0 if job["method"] == "uniform" else 0)
-    return {"job": job, "final": st["final"], "evaluation": st["evaluation"],
-            "search": search_journal_path(sjob, smoke).name}
+    seeds = st["search"]["seeds"] if job["method"] != "uniform" else [0]
+    searches = [search_journal_path(dict(model=job["model"], mode="constrained", target=job["target"],
+                                         method=job["method"], seed=s), smoke).name for s in seeds]
+    return {"job": job, "final": st["final"], "evaluation": st["evaluation"], "searches": searches}
 
 
 def final_path(job: dict, smoke: bool = False, root=None) -> Path:
@@ -280,15 +280,17 @@ def final_path(job: dict, smoke: bool = False, root=None) -> Path:
 
 
 def chosen_ratios(job: dict, smoke: bool = False, root=None) -> dict:
-    """The ratios a final model starts from: the best feasible record of its search journal
-    (BO: the search with seed 0; uniform: its single evaluation)."""
+    """The ratios a final model starts from: the best feasible evaluation over all seeds'
+    searches of its method (BO: the best configuration found; uniform: its one evaluation)."""
     from .search import load_journal
 
-    cfg = final_config(job, smoke)
-    path = require(journals_dir(root) / cfg["search"], _command("search", smoke))
-    header, evals = load_journal(path)
-    best = max((r for r in evals if r["feasible"]), key=lambda r: (r["value"], -r["index"]))
-    return dict(zip(header["config"]["layers"], best["ratios"]))
+    best, layers = None, None
+    for name in final_config(job, smoke)["searches"]:
+        header, evals = load_journal(require(journals_dir(root) / name, _command("search", smoke)))
+        for r in evals:
+            if r["feasible"] and (best is None or r["value"] > best["value"]):
+                best, layers = r, header["config"]["layers"]
+    return dict(zip(layers, best["ratios"]))
 
 
 def run_final(job: dict, smoke: bool = False, root=None, splits=None, data_root=None, progress: bool = True) -> Path:
