@@ -54,7 +54,7 @@ FULL = {
     "search": dict(targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}, methods=["bo", "random", "uniform"],
                    seeds=[0, 1, 2], budget=60, n_init=10, q=1, r_max=0.9, criterion="redundancy",
                    pareto_budget=60, pareto_model="bnn"),
-    "final": dict(epochs=0.5, lr=1e-4, seeds=[0, 1], targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}),
+    "final": dict(epochs=0.25, lr=1e-4, seeds=[0, 1], targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}),
 }
 
 SMOKE = copy.deepcopy(FULL)
