@@ -27,14 +27,15 @@ LABELS = {"fp": "full precision", "bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"
 # --------------------------------------------------------------------------- output
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     """A GitHub Markdown table (no extra dependency)."""
-    def fmt(v):
+    def fmt(v, col):
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else format(v, floatfmt)
+            # sizes of small models in MB need more digits than accuracies
+            return "" if np.isnan(v) else format(v, ".4f" if col.endswith("MB") else floatfmt)
         return str(v)
 
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(fmt(v, c) for v, c in zip(row, cols)) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
