@@ -81,7 +81,7 @@ def bench_train(repeats: int):
             times[name].append(time.perf_counter() - t)
     base = 128 / statistics.median(times["full precision"])
     print("\n## Training throughput, ResNet-20, batch 128 of 1x28x28 (median of", repeats, "steps)")
-    print(f"| model | images/s | ratio to full precision |\n|---|---|---|")
+    print("| model | images/s | ratio to full precision |\n|---|---|---|")
     for name, ts in times.items():
         ips = 128 / statistics.median(ts)
         print(f"| {name} | {ips:.0f} | {ips / base:.2f} |")
@@ -137,7 +137,7 @@ def bench_search(repeats: int):
     ev = study_settings(False)["evaluation"]
     objective = PruneObjective(model, splits, **ev)
     t_eval = timed(lambda: objective(0.5), max(1, repeats // 3))
-    print(f"\n## BoTorch iteration (fit + qLogNEI optimization, 60 observations) against one candidate evaluation")
+    print("\n## BoTorch iteration (fit + qLogNEI optimization, 60 observations) against one candidate evaluation")
     print(f"(evaluation: ResNet-20 BNN on Fashion-MNIST, prune + BN re-estimation on {ev['bn_batches']} batches "
           f"+ {ev['val_images']} validation images: {t_eval:.2f} s)")
     print("| dimensions | BO iteration s | ratio to one evaluation |\n|---|---|---|")

@@ -1,9 +1,8 @@
 """Self-describing checkpoints: weights plus the architecture, quantization, config,
 metrics and package versions that made them (nanoGPT's checkpoint dict).
 
-Loading rebuilds the model from its recorded architecture and quantization, resizes
-the layers a pruning made narrower (channel counts are read off the stored weights),
-and loads with ``torch.load(weights_only=True)``: no pickled code is ever run.
+Loading rebuilds the model from its recorded architecture and quantization, removes
+the channels a pruning removed (the kept indices are recorded), and loads with ``torch.load(weights_only=True)``: no pickled code is ever run.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .models import build_model
-from .quantize import conv_from, is_quantized, linear_from, make_spec, quantize_model
+from .quantize import make_spec, quantize_model
 
 FORMAT = "qrepro-checkpoint"
 FORMAT_VERSION = 1
@@ -65,38 +64,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     return path
 
 
-def rebuild(arch: dict, quant: dict | None) -> nn.Module:
-    """The unpruned model an ``arch`` / ``quant`` record describes."""
+def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Module:
+    """The model an ``arch`` / ``quant`` record describes, narrowed as the ``pruned`` record
+    (mode, scale convention, kept channels per group) says, with ``prune.apply_kept``."""
+    from .prune import apply_kept
+
     model = build_model(arch["name"], **arch.get("kwargs", {}))
     if quant:
         model = quantize_model(model, quant["scheme"], w_bits=quant["w_bits"], a_bits=quant["a_bits"],
                                scaling=quant["scaling"], replace_relu=quant["replace_relu"], inplace=True)
-    return model
-
-
-def resize_to_state_dict(model: nn.Module, state_dict: dict) -> nn.Module:
-    """Narrow the convolutions, linear layers and BatchNorms whose stored weights are smaller
-    (a pruned model), in place.  Layers can only shrink: a wider tensor is an error."""
-    for name, module in list(model.named_modules()):
-        key = f"{name}.weight" if name else "weight"
-        if key not in state_dict:
-            continue
-        shape = tuple(state_dict[key].shape)
-        if shape == tuple(module.weight.shape):
-            continue
-        if any(s > t for s, t in zip(shape, module.weight.shape)) or len(shape) != module.weight.dim():
-            raise ValueError(f"layer {name}: stored weight {shape} is not a narrowing of {tuple(module.weight.shape)}")
-        spec = module.spec if is_quantized(module) else None
-        if isinstance(module, nn.Conv2d):
-            new = conv_from(module, spec, in_channels=shape[1] * module.groups, out_channels=shape[0])
-        elif isinstance(module, nn.Linear):
-            new = linear_from(module, spec, in_features=shape[1])
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            new = type(module)(shape[0], eps=module.eps, momentum=module.momentum, affine=module.affine)
-        else:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    if pruned:
+        apply_kept(model, pruned["kept"], pruned["mode"], pruned["scales"])
     return model
 
 
@@ -133,12 +111,9 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None, expected
             raise CheckpointError(f"{path}: quantization differs from what was expected "
                                   f"(key: (expected, stored)) {diff}")
     try:
-        model = rebuild(arch, quant)
-        if payload.get("pruned"):
-            resize_to_state_dict(model, payload["state_dict"])
-            model.pruned = payload["pruned"]
+        model = rebuild(arch, quant, payload.get("pruned"))
         model.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
         raise CheckpointError(f"{path}: its weights do not match the architecture it records ({arch}): {err}") \
             from err
     if quant:

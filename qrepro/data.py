@@ -70,6 +70,15 @@ class TensorLoader:
     def dataset_size(self) -> int:
         return len(self.labels)
 
+    def subset(self, n_images: int | None = None, **options) -> "TensorLoader":
+        """A loader over the first ``n_images`` (all if None) with the same normalization and
+        augmentation settings; ``options`` override batch_size, shuffle, augment, seed, ..."""
+        n = len(self.labels) if n_images is None else min(n_images, len(self.labels))
+        kw = dict(batch_size=self.batch_size, shuffle=False, augment=False, pad=self.pad, flip=self.flip,
+                  mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()),
+                  seed=self.seed)
+        return TensorLoader(self.images[:n], self.labels[:n], **{**kw, **options})
+
     def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.pad
@@ -114,11 +123,7 @@ class Splits:
     def train_eval(self):
         """Training images without augmentation, in a fixed order (BatchNorm re-estimation)."""
         t = self.train
-        if isinstance(t, TensorLoader):
-            return TensorLoader(t.images, t.labels, t.batch_size, shuffle=True, augment=False,
-                                mean=tuple(t.mean.flatten().tolist()), std=tuple(t.std.flatten().tolist()),
-                                seed=t.seed + 1)
-        return t
+        return t.subset(shuffle=True, seed=t.seed + 1) if isinstance(t, TensorLoader) else t
 
 
 def _split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

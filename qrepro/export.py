@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import CheckpointError, model_description, rebuild
-from .prune import apply_kept
 from .quantize import is_quantized
 
 MAGIC = b"QRPK"
@@ -60,9 +59,11 @@ def _f32(t: torch.Tensor) -> bytes:
 
 
 def _layer_records(model: nn.Module):
-    for name, m in model.named_modules():
-        if is_quantized(m) or isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
-            yield name, m
+    """The layers that hold stored numbers, in ``named_modules`` order (quantized layers are
+    ``nn.Conv2d`` / ``nn.Linear`` subclasses)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            yield m
 
 
 def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) -> Path:
@@ -70,7 +71,7 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
     path = Path(path)
     model = copy.deepcopy(model)  # freezing scales must not touch the caller's model
     chunks = []
-    for name, m in _layer_records(model):
+    for m in _layer_records(model):
         if is_quantized(m):
             if not bool(m.scale_frozen):
                 m.freeze_scale()
@@ -112,10 +113,7 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
         header = json.loads(zlib.decompress(raw[8:8 + n]))
     except (struct.error, zlib.error, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt header ({err}); re-export the model") from err
-    model = rebuild(header["arch"], header["quant"])
-    pruned = header.get("pruned")
-    if pruned:
-        apply_kept(model, pruned["kept"], pruned["mode"], pruned["scales"])
+    model = rebuild(header["arch"], header["quant"], header.get("pruned"))
     blob, pos = raw[8 + n:], 0
 
     def take(nbytes: int) -> bytes:
@@ -129,7 +127,7 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
         return torch.from_numpy(np.frombuffer(take(4 * like.numel()), dtype="<f4").copy()).view_as(like)
 
     with torch.no_grad():
-        for name, m in _layer_records(model):
+        for m in _layer_records(model):
             if is_quantized(m):
                 k = m.spec.w_bits
                 levels = unpack_bits(take(packed_nbytes(m.weight.numel(), k)), k, m.weight.numel())

@@ -15,22 +15,11 @@ import torch.nn.functional as F
 
 from .data import TensorLoader
 from .prune import prune, recalibrate_batchnorm
-from .train import evaluate
-
-
-def fixed_subset(loader: TensorLoader, n_images: int | None, batch_size: int | None = None,
-                 augment: bool = False) -> TensorLoader:
-    """The first ``n_images`` of ``loader`` (all if None), unshuffled: the same batches every call."""
-    n = len(loader.labels) if n_images is None else min(n_images, len(loader.labels))
-    return TensorLoader(loader.images[:n], loader.labels[:n], batch_size or loader.batch_size, shuffle=False,
-                        augment=augment, mean=tuple(loader.mean.flatten().tolist()),
-                        std=tuple(loader.std.flatten().tolist()))
+from .train import TrainConfig, evaluate, make_optimizer
 
 
 def finetune(model, loader: TensorLoader, steps: int, lr: float = 1e-4, seed: int = 0):
     """``steps`` Adam steps on ``loader`` (cycled, fixed seed); returns the model in eval mode."""
-    from .train import make_optimizer, TrainConfig
-
     torch.manual_seed(seed)
     opt = make_optimizer(model, TrainConfig(optimizer="adam", lr=lr, weight_decay=0.0))
     model.train()
@@ -59,9 +48,9 @@ class PruneObjective:
         self.finetune_steps, self.finetune_lr, self.seed = finetune_steps, finetune_lr, seed
         self.criterion_options = dict(criterion_options or {})
         # fixed batches: every candidate sees the same BatchNorm and validation images
-        self.bn_loader = fixed_subset(splits.train, bn_batches * 128, 128)
-        self.ft_loader = fixed_subset(splits.train, max(1, finetune_steps) * 128, 128, augment=True)
-        self.val = fixed_subset(splits.val, val_images, batch_size)
+        self.bn_loader = splits.train.subset(bn_batches * 128, batch_size=128)
+        self.ft_loader = splits.train.subset(max(1, finetune_steps) * 128, batch_size=128, augment=True)
+        self.val = splits.val.subset(val_images, batch_size=batch_size)
         self.val_images = len(self.val.labels)
 
     def describe(self) -> dict:
@@ -80,7 +69,6 @@ class PruneObjective:
         return recalibrate_batchnorm(pruned, self.bn_loader, self.bn_batches)
 
     def __call__(self, ratios) -> float:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         with torch.no_grad() if not self.finetune_steps else torch.enable_grad():
             pruned = self.prune(ratios)
         return evaluate(pruned, self.val)["acc"]

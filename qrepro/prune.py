@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -55,7 +55,6 @@ class PruneGroup:
     writers: list[tuple[str, str]]
     readers: list[str]
     channels: int = 0
-    extra_bns: list[str] = field(default_factory=list)
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, list[str]]]:

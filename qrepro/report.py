@@ -14,7 +14,7 @@ import torch
 
 from . import study
 from .cache import require
-from .paths import figures_dir, journals_dir, tables_dir
+from .paths import figures_dir, tables_dir
 from .size import MB, DEFAULT_CONVENTION, model_size_bytes
 
 PAPER = pd.DataFrame([  # arXiv:2002.00523, abstract: ResNet-18 on ImageNet
@@ -247,7 +247,3 @@ def gp_slice(df_job: pd.DataFrame, layers: list[str], pair: tuple[int, int], r_m
     mean = post.mean.view(grid, grid).numpy()
     std = post.variance.clamp_min(0).sqrt().view(grid, grid).numpy()
     return (u * r_max).numpy(), mean, std, x[:, list(pair)].numpy() * r_max, best[list(pair)].numpy() * r_max
-
-
-def jobs_journal_dir(root=None) -> Path:
-    return journals_dir(root)

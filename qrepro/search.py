@@ -27,6 +27,7 @@ and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import json
 import math
 import multiprocessing
@@ -35,7 +36,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -66,8 +67,6 @@ class SizeModel:
         """Measure ``model``: bytes removed by pruning one filter of each block-mode layer."""
         from .prune import apply_kept, prune_groups
         from .size import DEFAULT_CONVENTION, model_size_bytes
-
-        import copy
 
         convention = convention or DEFAULT_CONVENTION
         groups = prune_groups(model, "block")
@@ -227,6 +226,11 @@ def _constraint(cfg: SearchConfig, size: SizeModel):
     return [(torch.arange(len(w)), w / scale, float(cfg.target * size.base / scale))]
 
 
+def _unit_cube(d: int) -> torch.Tensor:
+    """``(2, d)`` bounds of the normalized search space."""
+    return torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
+
+
 def _feasible(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> torch.Tensor:
     if cfg.mode != "constrained":
         return torch.ones(x.shape[0], dtype=torch.bool)
@@ -249,18 +253,17 @@ def _feasible_draws(n: int, cfg: SearchConfig, size: SizeModel, seed: int, sobol
             return torch.cat(out)[:n]
     from botorch.utils.sampling import get_polytope_samples
 
-    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
     ((idx, coef, rhs),) = _constraint(cfg, size)
-    return get_polytope_samples(n, bounds, [(idx, coef.to(DTYPE), rhs + 1e-6)], seed=seed)
+    return get_polytope_samples(n, _unit_cube(d), [(idx, coef.to(DTYPE), rhs + 1e-6)], seed=seed)
 
 
 def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: SizeModel, step: int) -> torch.Tensor:
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.optim import optimize_acqf
 
-    torch.manual_seed(cfg.seed * 7919 + step)
+    seed = cfg.seed * 7919 + step
+    torch.manual_seed(seed)
     d = x.shape[1]
-    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gp = fit_gp(x, y[:, :1])
@@ -272,11 +275,11 @@ def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: Si
             constraints = None
         # Initial conditions: the best of ``raw_samples`` feasible q-batches by rejection sampling
         # (BoTorch's default hit-and-run polytope sampler costs seconds per step on 2 cores).
-        raw = _feasible_draws(cfg.raw_samples * cfg.q, cfg, size, cfg.seed * 7919 + step, sobol=False)
+        raw = _feasible_draws(cfg.raw_samples * cfg.q, cfg, size, seed, sobol=False)
         raw = raw.view(cfg.raw_samples, cfg.q, d)
         with torch.no_grad():
             top = acq(raw).topk(min(cfg.num_restarts, cfg.raw_samples)).indices
-        cand, _ = optimize_acqf(acq, bounds=bounds, q=cfg.q, num_restarts=len(top),
+        cand, _ = optimize_acqf(acq, bounds=_unit_cube(d), q=cfg.q, num_restarts=len(top),
                                 batch_initial_conditions=raw[top], inequality_constraints=constraints,
                                 options={"maxiter": 100})
     cand = cand.detach().clamp(0, 1)
@@ -294,8 +297,7 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor):
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     d = x.shape[1]
-    bounds = torch.stack([torch.zeros(d, dtype=DTYPE), torch.ones(d, dtype=DTYPE)])
-    gp = SingleTaskGP(x, y, input_transform=Normalize(d, bounds=bounds), outcome_transform=Standardize(1))
+    gp = SingleTaskGP(x, y, input_transform=Normalize(d, bounds=_unit_cube(d)), outcome_transform=Standardize(1))
     fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
     return gp
 
@@ -366,14 +368,6 @@ class SearchResult:
     best: dict | None
     front: list[dict]
 
-    def table(self):
-        import pandas as pd
-
-        rows = [{"index": r["index"], "value": r["value"], "size": r["size"], "feasible": r["feasible"],
-                 "best_so_far": r["best_so_far"], "hypervolume": r.get("hypervolume"), "seconds": r["seconds"],
-                 **{f"r[{n}]": v for n, v in zip(self.config["layers"], r["ratios"])}} for r in self.records]
-        return pd.DataFrame(rows)
-
 
 def _default_executor(q: int):
     return cf.ProcessPoolExecutor(max_workers=q, mp_context=multiprocessing.get_context("spawn"))
@@ -398,7 +392,6 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     if executor is None and cfg.q > 1:
         executor = owned = _default_executor(cfg.q)
     budget = 1 if cfg.method == "uniform" else cfg.budget
-    d = len(cfg.layers)
     init = _feasible_draws(cfg.n_init, cfg, size, cfg.seed, sobol=True) if cfg.method == "bo" else None
     rand = _feasible_draws(budget, cfg, size, cfg.seed, sobol=False) if cfg.method == "random" else None
     bar = tqdm(total=budget, desc=f"{cfg.method} search", disable=not progress)
@@ -412,7 +405,7 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
                     jr.add(rec)
             _evaluate(todo, objective, jr, cfg, size, executor)
             bar.update(len(todo))
-            best = _best(jr.evals)
+            best = best_feasible(jr.evals)
             if best:
                 bar.set_postfix(best_feasible=f"{best['value']:.4g}")
     finally:
@@ -425,10 +418,11 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
         pts = torch.tensor([[r["value"], r["pruned_fraction"]] for r in evals], dtype=DTYPE)
         front = [evals[i] for i in pareto_front(pts).nonzero().flatten().tolist()]
         front.sort(key=lambda r: r["pruned_fraction"])
-    return SearchResult(cfg.to_dict(), evals, _best(evals), front)
+    return SearchResult(cfg.to_dict(), evals, best_feasible(evals), front)
 
 
-def _best(evals: list[dict]) -> dict | None:
+def best_feasible(evals: list[dict]) -> dict | None:
+    """The feasible evaluation with the highest value (the earliest on a tie), or None."""
     feasible = [r for r in evals if r["feasible"]]
     return max(feasible, key=lambda r: (r["value"], -r["index"])) if feasible else None
 
@@ -469,7 +463,7 @@ def _evaluate(todo, objective, jr: Journal, cfg: SearchConfig, size: SizeModel, 
         out = {"type": "eval", "index": rec["index"], "x": rec["x"], "source": rec["source"], "ratios": rv,
                "value": float(v), "size": exact, "pruned_fraction": 1 - exact / size.base, "feasible": feasible,
                "seconds": seconds, "seed": cfg.seed}
-        prev = _best(jr.evals + [out])
+        prev = best_feasible(jr.evals + [out])
         out["best_so_far"] = prev["value"] if prev else None
         if cfg.mode == "pareto":
             pts = torch.tensor([[e["value"], e["pruned_fraction"]] for e in jr.evals + [out]], dtype=DTYPE)

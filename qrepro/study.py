@@ -30,7 +30,8 @@ import torch
 from .cache import artifact_path, config_key, require, write_json_atomic
 from .checkpoint import environment_info, load_checkpoint
 from .paths import checkpoints_dir, journals_dir, results_dir, tables_dir
-from .train import TrainConfig
+from .size import model_size_bytes
+from .train import TrainConfig, evaluate
 
 BASE_KINDS = ("fp", "bnn", "dorefa")
 QUANT_KINDS = ("bnn", "dorefa")
@@ -174,16 +175,12 @@ def run_ablation(smoke: bool = False, root=None, data_root=None, progress: bool 
                 jobs.append((kind, crit, cfg["finetune_ratio"], seed, "finetune"))
     todo = [j for j in jobs if j not in seen]
     models = {k: load_base(k, smoke, root)[0] for k in QUANT_KINDS}
-    from .size import model_size_bytes
-
     for kind, crit, ratio, seed, stage in tqdm(todo, desc="ablation", disable=not progress):
         steps = cfg["finetune_steps"] if stage == "finetune" else 0
         obj = make_objective(models[kind], splits, smoke, crit, steps, seed)
         t0 = time.time()
         with torch.enable_grad():
             pruned = obj.prune(ratio)
-        from .train import evaluate
-
         row = {"model": kind, "criterion": crit, "ratio": ratio, "seed": seed, "stage": stage,
                "val_acc": evaluate(pruned, obj.val)["acc"], "size_bytes": model_size_bytes(pruned),
                "seconds": time.time() - t0}
@@ -251,12 +248,18 @@ def run_search_job(job: dict, smoke: bool = False, root=None, splits=None, data_
     return path
 
 
-def run_searches(smoke: bool = False, root=None, data_root=None, progress: bool = True):
+def _run_jobs(jobs, is_cached, run_one, smoke: bool, data_root):
+    """Run each job not cached, loading the data once and only if some job needs it."""
     splits = None
-    for job in search_jobs(smoke):
-        if not search_journal_path(job, smoke, root).with_suffix(".done").exists() and splits is None:
+    for job in jobs:
+        if splits is None and not is_cached(job):
             splits = load_study_data(smoke, data_root)
-        run_search_job(job, smoke, root, splits, data_root, progress)
+        run_one(job, splits)
+
+
+def run_searches(smoke: bool = False, root=None, data_root=None, progress: bool = True):
+    _run_jobs(search_jobs(smoke), lambda j: search_journal_path(j, smoke, root).with_suffix(".done").exists(),
+              lambda j, splits: run_search_job(j, smoke, root, splits, data_root, progress), smoke, data_root)
 
 
 # --------------------------------------------------------------------------- stage 4: fine-tune finals
@@ -282,22 +285,20 @@ def final_path(job: dict, smoke: bool = False, root=None) -> Path:
 def chosen_ratios(job: dict, smoke: bool = False, root=None) -> dict:
     """The ratios a final model starts from: the best feasible evaluation over all seeds'
     searches of its method (BO: the best configuration found; uniform: its one evaluation)."""
-    from .search import load_journal
+    from .search import best_feasible, load_journal
 
-    best, layers = None, None
+    found = []
     for name in final_config(job, smoke)["searches"]:
         header, evals = load_journal(require(journals_dir(root) / name, _command("search", smoke)))
-        for r in evals:
-            if r["feasible"] and (best is None or r["value"] > best["value"]):
-                best, layers = r, header["config"]["layers"]
+        found.append((best_feasible(evals), header["config"]["layers"]))
+    best, layers = max(found, key=lambda bl: bl[0]["value"])  # the first search wins a tie
     return dict(zip(layers, best["ratios"]))
 
 
 def run_final(job: dict, smoke: bool = False, root=None, splits=None, data_root=None, progress: bool = True) -> Path:
     from .export import save_packed
     from .prune import prune, recalibrate_batchnorm
-    from .size import model_size_bytes
-    from .train import evaluate, train
+    from .train import train
 
     path = final_path(job, smoke, root)
     if path.exists():
@@ -323,11 +324,8 @@ def run_final(job: dict, smoke: bool = False, root=None, splits=None, data_root=
 
 
 def run_finals(smoke: bool = False, root=None, data_root=None, progress: bool = True):
-    splits = None
-    for job in final_jobs(smoke):
-        if not final_path(job, smoke, root).exists() and splits is None:
-            splits = load_study_data(smoke, data_root)
-        run_final(job, smoke, root, splits, data_root, progress)
+    _run_jobs(final_jobs(smoke), lambda j: final_path(j, smoke, root).exists(),
+              lambda j, splits: run_final(j, smoke, root, splits, data_root, progress), smoke, data_root)
 
 
 # --------------------------------------------------------------------------- driver
@@ -339,7 +337,6 @@ def run_study(stages=STAGES, smoke: bool = False, root=None, data_root=None, pro
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; accepted values: {', '.join(STAGES)}")
-    torch.set_num_threads(torch.get_num_threads())
     times = {}
     for stage in STAGES:
         if stage not in stages:

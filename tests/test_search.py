@@ -1,6 +1,5 @@
 """The BoTorch search on synthetic objectives with known constrained optima (no training)."""
 import json
-import math
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
