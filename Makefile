@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_DEBIAN := /usr/share/datasets/fashion-mnist
 SMOKE ?= 0
+STUDY ?= $(if $(filter 1,$(SMOKE)),smoke,full)
 STUDY_DIR ?= results
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test test-fast reproduce study benchmark clean
+.PHONY: help setup data test test-fast reproduce study status benchmark clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,11 +44,14 @@ test: setup ## run the test suite (installs what it needs first)
 test-fast: setup ## the test suite without the smoke study and notebooks
 	$(PY) -m pytest -q -m "not slow"
 
-study: setup ## compute checkpoints, ablations and searches into $(STUDY_DIR) (SMOKE=1: tiny, minutes)
-	$(PY) -m qrepro study --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
+study: setup ## build the study's artifacts into $(STUDY_DIR) (STUDY=name: configs/studies/<name>.toml; SMOKE=1: tiny)
+	$(PY) -m qrepro study --preset $(STUDY) --results $(STUDY_DIR)
 
-reproduce: setup ## regenerate every figure and table from the cache in results/ (the main job)
-	$(PY) -m qrepro reproduce --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
+status: setup ## one line per artifact of the study: fresh, legacy, stale (why), missing, corrupt (exit 1 unless all usable)
+	$(PY) -m qrepro status --preset $(STUDY) --results $(STUDY_DIR)
+
+reproduce: setup ## check the cache (status), then regenerate every figure from it (the main job)
+	$(PY) -m qrepro reproduce --preset $(STUDY) --results $(STUDY_DIR)
 
 benchmark: setup ## print speed figures (ratios measured side by side in one run)
 	$(PY) benchmarks/benchmark.py

@@ -6,6 +6,7 @@ the channels a pruning removed (the kept indices are recorded), and loads with `
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .errors import BadInput
 from .models import build_model
 from .quantize import make_spec, quantize_model
 
@@ -21,7 +23,7 @@ FORMAT = "qrepro-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInput):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
@@ -52,9 +54,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     """Write ``model`` and what describes it to ``path`` atomically (a crash leaves no half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, **model_description(model),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state, "state_sha256": state_digest(state),
         "pruned": getattr(model, "pruned", None),
         "config": config or {}, "metrics": metrics or {}, "extra": extra or {}, "versions": environment_info(),
     }
@@ -62,6 +65,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 over a state dict's names, shapes, dtypes and bytes (torch's zip format does not
+    check tensor data: a checkpoint with flipped bytes would otherwise load)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Module:
@@ -100,6 +114,9 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None, expected
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {payload.get('format_version')}, this qrepro reads "
                               f"{FORMAT_VERSION}; re-create it with this version")
+    if "state_sha256" in payload and state_digest(payload["state_dict"]) != payload["state_sha256"]:
+        raise CheckpointError(f"checkpoint {path}: its weights do not match their checksum (the file is corrupt or "
+                              "was edited); re-create it with the command that made it")
     arch, quant = payload["arch"], payload.get("quant")
     if expected_arch is not None and arch["name"] != expected_arch:
         raise CheckpointError(f"{path} holds a {arch['name']} but a {expected_arch} was expected; "

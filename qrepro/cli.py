@@ -1,141 +1,212 @@
-"""Command line: ``python -m qrepro {train,search,study} ...`` (``--help`` on each)."""
+"""Command line: ``python -m qrepro {train,search,study,status,reproduce} ...`` (``--help`` on each).
+
+Options come from the same dataclasses as the configs (:mod:`qrepro.config`), so they never
+drift apart.  Errors: one line on stderr saying what is wrong, where and how to fix it;
+exit code 2 for bad input, 1 for a run that failed; ``--debug`` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _load_config(path: str | None) -> dict:
-    if path is None:
-        return {}
-    p = Path(path)
-    if not p.exists():
-        raise SystemExit(f"config file {p} does not exist")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"config file {p} is not valid JSON: {err}")
+from .config import add_options, available_presets, from_mapping, options_given, read_config_file
+from .errors import BadInput, check_input_file, check_output_file
+from .search import SearchConfig
+from .train import TrainConfig
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (exit 2), without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+@dataclass
+class SearchJob:
+    """A ratio search of one trained quantized checkpoint (``python -m qrepro search``)."""
+
+    checkpoint: str
+    dataset: str | None = None  # default: the dataset the checkpoint was trained on
+    data_root: str | None = None
+    criterion: str = "redundancy"
+    criterion_options: dict = field(default_factory=dict)
+    bn_batches: int = 20
+    val_images: int | None = None
+    finetune_steps: int = 0
+    journal: str | None = None  # default: <config>.journal.jsonl
+    summary: str | None = None  # default: <journal>.summary.json
+    layers: list[str] | None = None  # default: every prunable layer
+    method: str = "bo"
+    mode: str = "constrained"
+    target: float = 0.2612
+    r_max: float = 0.9
+    budget: int = 60
+    n_init: int = 10
+    q: int = 1
+    seed: int = 0
+    num_restarts: int = 8
+    raw_samples: int = 256
+    ref_accuracy: float | None = None
+
+    def __post_init__(self):
+        from .criteria import CRITERIA
+
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
+        if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
+            raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
+
+    def search_config(self, layers, extra) -> SearchConfig:
+        names = [f for f in SearchConfig.__dataclass_fields__ if f not in ("layers", "extra")]
+        return SearchConfig(layers=layers, extra=extra, **{k: getattr(self, k) for k in names})
+
+
+# --------------------------------------------------------------------------- commands
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, train_model
+    from .train import train_model
 
-    cfg = _load_config(args.config)
-    for key in ("arch", "dataset", "scheme", "w_bits", "a_bits", "epochs", "optimizer", "lr", "seed", "init_from",
-                "limit", "batch_size"):
-        value = getattr(args, key)
-        if value is not None:
-            cfg[key] = value
-    try:
-        tc = TrainConfig(**cfg)
-    except TypeError as err:
-        raise SystemExit(f"bad training config: {err}; fields: {', '.join(TrainConfig.__dataclass_fields__)}")
-    _, metrics = train_model(tc, out=args.out, data_root=args.data_root, max_steps=args.max_steps)
+    cfg = read_config_file(args.config) if args.config else {}
+    cfg.update(options_given(args, TrainConfig))
+    tc = from_mapping(TrainConfig, cfg, args.config or "train options")
+    out = check_output_file(args.out, "--out")
+    _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
-    print(f"checkpoint: {args.out}")
+    print(f"checkpoint: {out}")
     return 0
 
 
 def _cmd_search(args) -> int:
-    """Run one ratio search on a trained checkpoint, from a JSON config."""
+    """Run one ratio search on a trained checkpoint, from a config file (options override it)."""
     from .checkpoint import load_checkpoint
     from .data import load_splits
     from .objective import PruneObjective
     from .prune import prunable_layers
-    from .search import SearchConfig, SizeModel, search_ratios
+    from .search import SizeModel, check_reachable, search_ratios
 
-    cfg = _load_config(args.config)
-    known = {"checkpoint", "dataset", "data_root", "criterion", "criterion_options", "bn_batches", "val_images",
-             "finetune_steps", "journal", "summary", "layers"} | set(SearchConfig.__dataclass_fields__)
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise SystemExit(f"unknown keys in {args.config}: {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-    if "checkpoint" not in cfg:
-        raise SystemExit(f"{args.config} must name the trained quantized model: \"checkpoint\": \"path.pt\"")
-    model, payload = load_checkpoint(cfg["checkpoint"])
-    dataset = cfg.get("dataset", payload["config"].get("dataset", "fashion-mnist"))
-    splits = load_splits(dataset, root=cfg.get("data_root"))
-    objective = PruneObjective(model, splits, cfg.get("criterion", "redundancy"), cfg.get("bn_batches", 20),
-                               cfg.get("val_images"), cfg.get("finetune_steps", 0),
-                               criterion_options=cfg.get("criterion_options"))
-    layers = cfg.get("layers") or prunable_layers(model)
-    fields = {k: v for k, v in cfg.items() if k in SearchConfig.__dataclass_fields__ and k != "layers"}
-    fields["extra"] = {"checkpoint": Path(cfg["checkpoint"]).name, "objective": objective.describe()}
-    try:
-        sc = SearchConfig(layers=layers, **fields)
-        size = SizeModel.from_model(model, layers)
-        journal = cfg.get("journal", str(Path(args.config).with_suffix(".journal.jsonl")))
-        result = search_ratios(objective, size, sc, journal=journal)
-    except ValueError as err:
-        raise SystemExit(f"search: {err}")
+    data = read_config_file(args.config)
+    data.update(options_given(args, SearchJob))
+    job = from_mapping(SearchJob, data, args.config)
+    check_input_file(job.checkpoint, f"{args.config}: checkpoint", "train one with: python -m qrepro train ...")
+    journal = Path(job.journal or Path(args.config).with_suffix(".journal.jsonl"))
+    summary = Path(job.summary or journal.with_suffix(".summary.json"))
+    check_output_file(journal, f"{args.config}: journal")
+    check_output_file(summary, f"{args.config}: summary")
+    model, payload = load_checkpoint(job.checkpoint)
+    if not payload.get("quant"):
+        raise BadInput(f"{args.config}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
+                       "quantized one (train it with --scheme bnn or --scheme dorefa)")
+    all_layers = prunable_layers(model)
+    layers = job.layers or all_layers
+    bad = [n for n in layers if n not in all_layers]
+    if bad:
+        raise BadInput(f"{args.config}: layers: {', '.join(map(repr, bad))} not prunable; prunable layers: "
+                       f"{', '.join(all_layers)}")
+    size = SizeModel.from_model(model, layers)
+    sc = job.search_config(layers, {"checkpoint": Path(job.checkpoint).name})
+    check_reachable(sc, size)
+    dataset = job.dataset or payload["config"].get("dataset", "fashion-mnist")
+    splits = load_splits(dataset, root=job.data_root)
+    objective = PruneObjective(model, splits, job.criterion, job.bn_batches, job.val_images, job.finetune_steps,
+                               criterion_options=job.criterion_options)
+    sc.extra["objective"] = objective.describe()
+    result = search_ratios(objective, size, sc, journal=journal)
     best = result.best
-    summary = {"journal": journal, "evaluations": len(result.records),
-               "best": None if best is None else {
-                   "ratios": dict(zip(layers, best["ratios"])), "val_acc": best["value"],
-                   "size_bytes": best["size"], "size_MB": best["size"] / 2**20,
-                   "pruned_percent": 100 * best["pruned_fraction"]},
-               "unpruned_size_bytes": size.base}
-    out = cfg.get("summary", str(Path(journal).with_suffix(".summary.json")))
-    Path(out).write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    out = {"journal": str(journal), "evaluations": len(result.records),
+           "best": None if best is None else {
+               "ratios": dict(zip(layers, best["ratios"])), "val_acc": best["value"],
+               "size_bytes": best["size"], "size_MB": best["size"] / 2**20,
+               "pruned_percent": 100 * best["pruned_fraction"]},
+           "unpruned_size_bytes": size.base}
+    summary.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
     return 0
+
+
+def _preset(args):
+    return "smoke" if getattr(args, "smoke", False) else args.preset
 
 
 def _cmd_study(args) -> int:
     from .study import STAGES, run_study
 
-    stages = args.stages or list(STAGES)
-    log = run_study(stages, smoke=args.smoke, root=args.results, data_root=args.data_root)
+    log = run_study(args.stages or list(STAGES), preset=_preset(args), root=args.results, data_root=args.data_root)
     print(f"study log: {log}")
     return 0
 
 
-def _cmd_reproduce(args) -> int:
-    from .notebooks import run_notebooks
+def _cmd_status(args) -> int:
+    from .study import status_lines
 
-    run_notebooks(smoke=args.smoke, root=args.results, only=args.only)
+    lines, code = status_lines(_preset(args), args.results, args.data_root)
+    print("\n".join(lines))
+    return code
+
+
+def _cmd_reproduce(args) -> int:
+    from .notebooks import notebook_paths, run_notebooks
+    from .study import status_lines
+
+    names = [p.name for p in notebook_paths()]
+    if args.only:
+        bad = [o for o in args.only if not any(o in n for n in names)]
+        if bad:
+            raise BadInput(f"--only {' '.join(bad)}: no notebook matches; notebooks: {', '.join(names)}")
+    lines, code = status_lines(_preset(args), args.results, args.data_root)
+    if code:
+        print("\n".join(lines), file=sys.stderr)
+        print("reproduce stopped: the cache above is not complete and fresh (reproduce only reads it)",
+              file=sys.stderr)
+        return 1
+    run_notebooks(smoke=_preset(args) == "smoke", root=args.results, only=args.only)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qrepro", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------- parser
+def _study_options(p, data=True):
+    p.add_argument("--preset", default="full", metavar="NAME",
+                   help=f"study preset: configs/studies/<NAME>.toml ({', '.join(available_presets())}) or a path")
+    p.add_argument("--smoke", action="store_true", help="the same as --preset smoke")
+    p.add_argument("--results", help="results folder (default: results/)")
+    if data:
+        p.add_argument("--data-root", help="folder holding the dataset (default: data/, then the system's)")
 
-    t = sub.add_parser("train", help="train one model from a JSON config (flags override it)")
-    t.add_argument("--config", help="JSON file with TrainConfig fields")
+
+def build_parser() -> argparse.ArgumentParser:
+    from .study import STAGES
+
+    parser = _Parser(prog="python -m qrepro", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one model (options are TrainConfig's fields)")
+    t.add_argument("--config", help="TOML or JSON file with TrainConfig fields (options override it)")
     t.add_argument("--out", required=True, help="checkpoint path to write")
     t.add_argument("--data-root", help="folder holding the dataset")
-    t.add_argument("--arch")
-    t.add_argument("--dataset")
-    t.add_argument("--scheme", choices=["bnn", "dorefa"])
-    t.add_argument("--w-bits", type=int)
-    t.add_argument("--a-bits", type=int)
-    t.add_argument("--epochs", type=float)
-    t.add_argument("--optimizer", choices=["sgd", "adam"])
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--init-from", help="full-precision checkpoint to start a quantized model from")
-    t.add_argument("--limit", type=int, help="use only this many training images")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    add_options(t, TrainConfig, exclude=("arch_kwargs",))
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("search", help="search per-layer pruning ratios of a checkpoint (JSON config)")
-    s.add_argument("--config", required=True, help="JSON: checkpoint, target, method, budget, seed, journal, ...")
+    s = sub.add_parser("search", help="search per-layer pruning ratios of a checkpoint (config file)")
+    s.add_argument("--config", required=True, help="TOML or JSON file with SearchJob fields (options override it)")
+    add_options(s, SearchJob)
     s.set_defaults(func=_cmd_search)
 
-    st = sub.add_parser("study", help="run the study's computing stages (cached, resumable)")
-    st.add_argument("--stages", nargs="+", help="base ablation search final (default: all)")
-    st.add_argument("--smoke", action="store_true", help="tiny scale, minutes on 2 CPU cores")
-    st.add_argument("--results", help="results folder (default: results/)")
-    st.add_argument("--data-root", help="folder holding the dataset")
+    st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")
+    st.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
+                    help=f"stages to run, of {' '.join(STAGES)} (default: all)")
+    _study_options(st)
     st.set_defaults(func=_cmd_study)
 
-    r = sub.add_parser("reproduce", help="execute the numbered notebooks with papermill (reads the cache)")
-    r.add_argument("--smoke", action="store_true", help="read the smoke study's cache")
-    r.add_argument("--results", help="results folder (default: results/)")
+    ss = sub.add_parser("status", help="one line per artifact: fresh, legacy, stale (why), missing, corrupt")
+    _study_options(ss)
+    ss.set_defaults(func=_cmd_status)
+
+    r = sub.add_parser("reproduce", help="check the cache (status), then execute the notebooks with papermill")
+    _study_options(r)
     r.add_argument("--only", nargs="+", help="run only notebooks whose names contain these strings")
     r.set_defaults(func=_cmd_reproduce)
     return parser
@@ -144,7 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BadInput as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; what was written is kept (rerun to resume)", file=sys.stderr)
+        return 130
+    except Exception as err:  # a run that failed on good input
+        if args.debug:
+            raise
+        print(f"failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

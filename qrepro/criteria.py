@@ -16,11 +16,18 @@ slimming, Liu et al. 2017, ``|gamma|``) and ``"random"``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import inspect
 from typing import Callable
 
 import torch
 
+from .errors import BadInput
+
 DISTANCES = ("hamming", "l2", "cosine")
+
+
+class CriterionError(BadInput):
+    """A bad criterion name or option."""
 TIE_BREAKS = ("gamma", "geometric_median")
 
 
@@ -77,11 +84,11 @@ def pairwise_distances(codes: torch.Tensor, kind: str, distance: str | None = No
     """
     distance = distance or ("hamming" if kind == "binary" else "l2")
     if distance not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; accepted values: {', '.join(DISTANCES)}")
+        raise CriterionError(f"unknown distance {distance!r}; accepted values: {', '.join(DISTANCES)}")
     c = codes.double()
     if distance == "hamming":
         if kind != "binary":
-            raise ValueError("the Hamming distance needs binary {-1, +1} codes; use 'l2' or 'cosine'")
+            raise CriterionError("the Hamming distance needs binary {-1, +1} codes; use 'l2' or 'cosine'")
         return (c.shape[1] - c @ c.T) / 2
     if distance == "l2":
         sq = (c * c).sum(1)
@@ -93,8 +100,7 @@ def pairwise_distances(codes: torch.Tensor, kind: str, distance: str | None = No
 
 # --------------------------------------------------------------------------- criteria
 @register("redundancy")
-def redundancy(view: LayerView, n_keep: int, distance: str | None = None, tie_break: str = "gamma",
-               **_) -> Selection:
+def redundancy(view: LayerView, n_keep: int, distance: str | None = None, tie_break: str = "gamma") -> Selection:
     """Greedy removal of the less important member of the closest pair of kept filters.
 
     Tie-break ``"gamma"``: the member whose following BatchNorm has the smaller ``|gamma|``
@@ -104,16 +110,16 @@ def redundancy(view: LayerView, n_keep: int, distance: str | None = None, tie_br
     Scores: removal order (first removed = 0), kept filters above all removed ones.
     """
     if tie_break not in TIE_BREAKS:
-        raise ValueError(f"unknown tie_break {tie_break!r}; accepted values: {', '.join(TIE_BREAKS)}")
+        raise CriterionError(f"unknown tie_break {tie_break!r}; accepted values: {', '.join(TIE_BREAKS)}")
     n = view.n
     d = pairwise_distances(view.codes, view.kind, distance)
     use_gamma = tie_break == "gamma" and view.gamma is not None
     importance = view.gamma.detach().abs().double() if use_gamma else None
-    alive = torch.ones(n, dtype=torch.bool)
+    alive = torch.ones(n, dtype=torch.bool, device=d.device)
     sum_dist = d.sum(1)  # sum of distances to the kept filters, updated on each removal
     masked = d.clone()
     masked.fill_diagonal_(float("inf"))
-    scores = torch.full((n,), float(n), dtype=torch.float64)
+    scores = torch.full((n,), float(n), dtype=torch.float64, device=d.device)
     for step in range(n - n_keep):
         flat = int(torch.argmin(masked))
         i, j = divmod(flat, n)
@@ -132,13 +138,13 @@ def redundancy(view: LayerView, n_keep: int, distance: str | None = None, tie_br
 
 
 @register("l1")
-def l1_norm(view: LayerView, n_keep: int, **_) -> Selection:
+def l1_norm(view: LayerView, n_keep: int) -> Selection:
     """Keep the filters whose latent full-precision weights have the largest L1 norm (Li et al. 2017)."""
     return _top(view.latent.abs().sum(1).double(), n_keep)
 
 
 @register("fpgm")
-def fpgm(view: LayerView, n_keep: int, distance: str | None = None, **_) -> Selection:
+def fpgm(view: LayerView, n_keep: int, distance: str | None = None) -> Selection:
     """Filter pruning via geometric median (He et al. 2019), on the quantized codes: the
     filters with the smallest sum of distances to all others are nearest the geometric
     median, hence the most replaceable, and go."""
@@ -146,27 +152,42 @@ def fpgm(view: LayerView, n_keep: int, distance: str | None = None, **_) -> Sele
 
 
 @register("bn_scale")
-def bn_scale(view: LayerView, n_keep: int, **_) -> Selection:
+def bn_scale(view: LayerView, n_keep: int) -> Selection:
     """Keep the channels with the largest ``|gamma|`` of the following BatchNorm (network slimming)."""
     if view.gamma is None:
-        raise ValueError(f"criterion 'bn_scale' needs a BatchNorm after layer {view.name}")
+        raise CriterionError(f"criterion 'bn_scale' needs a BatchNorm after layer {view.name}")
     return _top(view.gamma.detach().abs().double(), n_keep)
 
 
 @register("random")
-def random_selection(view: LayerView, n_keep: int, seed: int = 0, **_) -> Selection:
+def random_selection(view: LayerView, n_keep: int, seed: int = 0) -> Selection:
     """A seeded uniformly random subset (the seed is mixed with the layer name)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + sum(map(ord, view.name)))
     scores = torch.rand(view.n, generator=g, dtype=torch.float64)
     return _top(scores, n_keep)
 
 
+def criterion_options(criterion: str) -> list[str]:
+    """The options a registered criterion accepts (its keyword parameters)."""
+    if criterion not in CRITERIA:
+        raise CriterionError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
+    return list(inspect.signature(CRITERIA[criterion]).parameters)[2:]
+
+
+def check_options(criterion: str, options: dict):
+    """Reject options ``criterion`` does not take (a typo must not run the default silently)."""
+    accepted = criterion_options(criterion)
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise CriterionError(f"criterion {criterion!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                             f"{', '.join(accepted) or 'none'}")
+
+
 def select_filters(view: LayerView, n_keep: int, criterion: str = "redundancy", **options) -> Selection:
     """Indices of the ``n_keep`` filters of ``view`` that ``criterion`` keeps."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
+    check_options(criterion, options)
     if not 1 <= n_keep <= view.n:
-        raise ValueError(f"n_keep must be in [1, {view.n}] for layer {view.name}, got {n_keep}")
+        raise CriterionError(f"n_keep must be in [1, {view.n}] for layer {view.name}, got {n_keep}")
     if n_keep == view.n:
         return Selection(torch.arange(view.n))
     sel = CRITERIA[criterion](view, n_keep, **options)

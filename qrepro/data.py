@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import paths
+from .errors import BadInput
 
 DATASETS = ("fashion-mnist", "cifar10", "imagenet", "synthetic")
 STATS = {  # per-channel mean and std of the training images, in [0, 1] units
@@ -36,7 +37,7 @@ FASHION_FILES = {
 }
 
 
-class DatasetNotFound(FileNotFoundError):
+class DatasetNotFound(BadInput, FileNotFoundError):
     """A dataset could not be found; the message lists every way to provide it."""
 
 
@@ -156,17 +157,21 @@ def read_idx(path: str | Path) -> torch.Tensor:
     """Read an IDX file (optionally gzipped) into a uint8 tensor."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise DatasetNotFound(f"{path} cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+                              "corrupt: replace it with a complete copy") from None
     if len(data) < 4:
-        raise ValueError(f"{path} is not an IDX file (too short)")
+        raise DatasetNotFound(f"{path} is not an IDX file (too short); replace it with a complete copy")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+        raise DatasetNotFound(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}); replace it")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {body.size} values")
+        raise DatasetNotFound(f"{path} is truncated: header says {shape}, found {body.size} values; replace it")
     return torch.from_numpy(body.reshape(shape).copy())
 
 
@@ -178,13 +183,19 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
 
 
 def fashion_mnist_candidates(root: str | Path | None = None) -> list[Path]:
-    found = [Path(root)] if root is not None else []
-    return found + [paths.DATA_DIR / "fashion-mnist", paths.DEBIAN_FASHION_MNIST]
+    """Where Fashion-MNIST is looked for: only ``root`` when it is given (a root that does
+    not hold the files is an error, never a silent fallback), else the default folders."""
+    if root is not None:
+        return [Path(root)]
+    return [paths.DATA_DIR / "fashion-mnist", paths.DEBIAN_FASHION_MNIST]
 
 
 def find_fashion_mnist(root: str | Path | None = None, download: bool = False) -> Path:
     """The first folder holding the four Fashion-MNIST IDX files, else a :class:`DatasetNotFound`."""
     candidates = fashion_mnist_candidates(root)
+    if root is not None and not Path(root).is_dir():
+        raise DatasetNotFound(f"data root {root} does not exist or is not a folder; pass the folder holding the "
+                              "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...), or leave it out")
     for folder in candidates:
         if all(_idx_file(folder, stem) for pair in FASHION_FILES.values() for stem in pair):
             return folder
@@ -200,16 +211,12 @@ def find_fashion_mnist(root: str | Path | None = None, download: bool = False) -
             reason = f"torchvision's download failed: {err}"
     else:
         reason = "download=False"
-    tried = "\n".join(f"  - {c}" for c in candidates)
+    tried = ", ".join(str(c) for c in candidates)
     raise DatasetNotFound(
-        "Fashion-MNIST not found. Looked for train-/t10k- images and labels (IDX, optionally .gz) in:\n"
-        f"{tried}\n"
-        "Provide it one of these ways:\n"
-        "  - pass root=<folder holding the IDX files>;\n"
-        f"  - copy the files into {paths.DATA_DIR / 'fashion-mnist'};\n"
-        "  - on Debian: apt-get install dataset-fashion-mnist (what `make setup` does);\n"
-        f"  - allow torchvision's download with download=True ({reason})."
-    )
+        f"Fashion-MNIST not found (train-/t10k- images and labels, IDX, optionally .gz) in {tried}; provide it: "
+        f"pass root=<folder holding the IDX files>, copy the files into {paths.DATA_DIR / 'fashion-mnist'}, "
+        "on Debian apt-get install dataset-fashion-mnist (what `make setup` does), or allow torchvision's "
+        f"download with download=True ({reason})")
 
 
 def load_fashion_mnist(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None) -> Splits:
@@ -308,7 +315,57 @@ LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagen
 def load_splits(name: str, root=None, **kwargs) -> Splits:
     """Train / validation / test loaders of a dataset by name (see ``DATASETS``)."""
     if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
+        raise BadInput(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
     if name == "synthetic":
         return load_synthetic(**kwargs)
     return LOADERS[name](root=root, **kwargs)
+
+
+# --------------------------------------------------------------------------- identity (cache keys)
+def _content_digest(path: Path) -> str:
+    """SHA-256 of a file's content, gunzipped if it is gzip (the same data hashes alike either way)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, EOFError) as err:
+        raise DatasetNotFound(f"{path} cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+                              "corrupt: replace it (Debian: apt-get install --reinstall dataset-fashion-mnist)") from None
+    return h.hexdigest()
+
+
+def dataset_identity(name: str, root=None) -> dict:
+    """What identifies the data a study reads, for its cache keys: the dataset's name and the
+    SHA-256 of its files' content (Fashion-MNIST, CIFAR-10), or of the listing of file names
+    and sizes (ImageNet, where hashing a million JPEGs would cost more than the study)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        import inspect
+
+        return {"dataset": name, "generator": hashlib_text(inspect.getsource(load_synthetic))}
+    if name == "fashion-mnist":
+        folder = find_fashion_mnist(root)
+        files = {stem: _content_digest(_idx_file(folder, stem)) for pair in FASHION_FILES.values() for stem in pair}
+        return {"dataset": name, "files": files}
+    if name == "cifar10":
+        folder = (Path(root) if root is not None else paths.DATA_DIR / "cifar10") / "cifar-10-batches-py"
+        if not folder.is_dir():
+            raise DatasetNotFound(f"CIFAR-10 not found: {folder} does not exist; pass root=<folder holding "
+                                  "cifar-10-batches-py/>")
+        return {"dataset": name, "files": {p.name: _content_digest(p) for p in sorted(folder.iterdir()) if p.is_file()}}
+    folder = Path(root) if root is not None else paths.DATA_DIR / "imagenet"
+    if not folder.is_dir():
+        raise DatasetNotFound(f"ImageNet not found: {folder} does not exist; pass root=<folder with train/ and val/>")
+    listing = "\n".join(f"{p.relative_to(folder)}\t{p.stat().st_size}" for p in sorted(folder.rglob("*")) if p.is_file())
+    return {"dataset": name, "listing": hashlib_text(listing)}
+
+
+def hashlib_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -17,6 +17,7 @@ that quantize back to the stored codes under the stored (frozen) scales.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import struct
@@ -31,7 +32,8 @@ from .checkpoint import CheckpointError, model_description, rebuild
 from .quantize import is_quantized
 
 MAGIC = b"QRPK"
-VERSION = 1
+VERSION = 2  # 2: the header carries the SHA-256 of the data blob (version 1 files load without the check)
+READABLE = (1, 2)
 
 
 def pack_bits(levels: np.ndarray, bits: int) -> bytes:
@@ -88,13 +90,14 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
             a = m.weight.detach().double() / torch.sqrt(m.running_var.double() + m.eps)
             b = m.bias.detach().double() - m.running_mean.double() * a
             chunks += [_f32(a), _f32(b)]
+    blob = b"".join(chunks)
     header = {"version": VERSION, **model_description(model), "pruned": getattr(model, "pruned", None),
-              "config": config or {}}
+              "config": config or {}, "blob_sha256": hashlib.sha256(blob).hexdigest()}
     head = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "wb") as f:
-        f.write(MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks))
+        f.write(MAGIC + struct.pack("<I", len(head)) + head + blob)
     os.replace(tmp, path)
     return path
 
@@ -111,15 +114,28 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         (n,) = struct.unpack("<I", raw[4:8])
         header = json.loads(zlib.decompress(raw[8:8 + n]))
-    except (struct.error, zlib.error, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt header ({err}); re-export the model") from err
-    model = rebuild(header["arch"], header["quant"], header.get("pruned"))
+    except (struct.error, zlib.error, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt header ({err}); re-export the model") from None
+    if not isinstance(header, dict) or header.get("version") not in READABLE:
+        raise CheckpointError(f"{path}: packed format version {header.get('version') if isinstance(header, dict) else '?'}"
+                              f" is not one this qrepro reads ({READABLE}); re-export the model")
     blob, pos = raw[8 + n:], 0
+    if "blob_sha256" in header and hashlib.sha256(blob).hexdigest() != header["blob_sha256"]:
+        raise CheckpointError(f"{path}: the data does not match its checksum (the file is corrupt or was edited); "
+                              "re-export the model")
+    edited = ("the data blob matches its checksum, so the header was edited or is inconsistent"
+              if "blob_sha256" in header else "the file does not match its header")
+    try:
+        model = rebuild(header["arch"], header["quant"], header.get("pruned"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the header does not describe a model this qrepro builds ({err}); "
+                              "re-export the model") from None
 
     def take(nbytes: int) -> bytes:
         nonlocal pos
         if pos + nbytes > len(blob):
-            raise CheckpointError(f"{path} is truncated (needs {pos + nbytes} bytes of data, has {len(blob)})")
+            raise CheckpointError(f"{path}: needs {pos + nbytes} bytes of data, has {len(blob)}: {edited}; "
+                                  "re-export the model")
         pos += nbytes
         return blob[pos - nbytes:pos]
 
@@ -151,6 +167,6 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0 - m.eps)  # so that (x - 0) / sqrt(var + eps) = x
     if pos != len(blob):
-        raise CheckpointError(f"{path}: {len(blob) - pos} bytes left over; the file does not match its header")
+        raise CheckpointError(f"{path}: {len(blob) - pos} bytes left over: {edited}; re-export the model")
     model.eval()
     return model, header

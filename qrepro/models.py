@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import torch.nn as nn
 import torchvision
 
+from .errors import BadInput
+
 
 class BasicBlock(nn.Module):
     """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; ``mid`` is conv1's width."""
@@ -92,7 +94,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"resnet20": resnet20, "res
 def build_model(arch: str, **kwargs) -> nn.Module:
     """Build a registered architecture by name (``"resnet20"``, ``"resnet18"``)."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
+        raise BadInput(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
     model = ARCHITECTURES[arch](**kwargs)
     model.arch = {"name": arch, "kwargs": dict(kwargs)}
     return model

@@ -7,7 +7,6 @@ the run with the error naming the command that makes it.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
     books = [p for p in notebook_paths() if not only or any(o in p.name for o in only)]
     if not books:
         raise FileNotFoundError(f"no notebooks matched {only} in {NOTEBOOKS_DIR}")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     written, start = [], time.time()
     for i, nb in enumerate(books, 1):
         t0 = time.time()
@@ -46,3 +44,25 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
         written.append(out)
     print(f"all {len(books)} notebooks in {time.time() - start:.0f} s; executed copies in {out_dir}", file=sys.stderr)
     return written
+
+
+def check_parameters(smoke=False, results=None) -> tuple[bool, str | None]:
+    """The notebooks' papermill parameters, validated (the first cell after ``parameters``).
+
+    ``smoke``: a bool, or the strings ``"True"`` / ``"False"`` that ``papermill -r`` passes
+    (read as the bool they spell; ``"False"`` is never true); ``results``: ``None`` or the
+    path of an existing results folder.
+    """
+    from .errors import BadInput
+
+    if isinstance(smoke, str) and smoke.strip().lower() in ("true", "false"):
+        smoke = smoke.strip().lower() == "true"
+    if not isinstance(smoke, bool):
+        raise BadInput(f"parameter smoke must be True or False, got {smoke!r}; e.g. papermill -p smoke True")
+    if results is not None:
+        if not isinstance(results, (str, Path)):
+            raise BadInput(f"parameter results must be a folder path (a string) or None, got {results!r}")
+        if not Path(results).is_dir():
+            raise BadInput(f"parameter results: {results} is not a folder; pass the results folder of a study")
+        results = str(results)
+    return smoke, results

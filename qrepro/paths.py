@@ -13,6 +13,7 @@ DATA_DIR = Path(os.environ.get("QREPRO_DATA", REPO_ROOT / "data"))
 RESULTS_DIR = Path(os.environ.get("QREPRO_RESULTS", REPO_ROOT / "results"))
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 CONFIGS_DIR = REPO_ROOT / "configs"
+STUDY_PRESETS_DIR = CONFIGS_DIR / "studies"
 
 # Debian's package ``dataset-fashion-mnist`` installs the IDX files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -43,3 +44,8 @@ def figures_dir(root: str | Path | None = None) -> Path:
 
 def executed_notebooks_dir(root: str | Path | None = None) -> Path:
     return results_dir(root) / "notebooks"
+
+
+def manifest_path(root: str | Path | None = None) -> Path:
+    """The manifest: key, inputs and SHA-256 of every artifact written under ``root``."""
+    return results_dir(root) / "manifest.json"

@@ -39,10 +39,15 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from .criteria import CRITERIA, LayerView, select_filters
+from .errors import BadInput
+from .criteria import CRITERIA, LayerView, check_options, select_filters
 from .quantize import conv_from, is_quantized, linear_from
 
 MODES = ("block", "stage")
+
+
+class PruneError(BadInput):
+    """Bad pruning input: ratios, layer names, modes, kept indices."""
 SCALE_CONVENTIONS = ("frozen", "recompute")
 
 
@@ -67,12 +72,12 @@ def _blocks(model: nn.Module) -> list[tuple[str, list[str]]]:
         for n in names:
             b = model.get_submodule(n)
             if not all(hasattr(b, a) for a in ("conv1", "bn1", "conv2", "bn2")):
-                raise ValueError(f"{n} is not a basic block (conv1/bn1/conv2/bn2); prune.py supports ResNets of "
+                raise PruneError(f"{n} is not a basic block (conv1/bn1/conv2/bn2); prune.py supports ResNets of "
                                  "basic blocks only")
         stages.append((f"layer{k}", names))
         k += 1
     if not stages:
-        raise ValueError("the model has no layer1, layer2, ...: prune.py supports ResNets of basic blocks "
+        raise PruneError("the model has no layer1, layer2, ...: prune.py supports ResNets of basic blocks "
                          "(qrepro.models.resnet20 / resnet18)")
     return stages
 
@@ -80,7 +85,7 @@ def _blocks(model: nn.Module) -> list[tuple[str, list[str]]]:
 def prune_groups(model: nn.Module, mode: str = "block") -> dict[str, PruneGroup]:
     """The prunable groups of ``model`` by name, in forward order."""
     if mode not in MODES:
-        raise ValueError(f"unknown pruning mode {mode!r}; accepted values: {', '.join(MODES)}")
+        raise PruneError(f"unknown pruning mode {mode!r}; accepted values: {', '.join(MODES)}")
     stages = _blocks(model)
     groups: dict[str, PruneGroup] = {}
     if mode == "block":
@@ -97,7 +102,7 @@ def prune_groups(model: nn.Module, mode: str = "block") -> dict[str, PruneGroup]
         elif s == 0:
             writers = [("conv1", "bn1")]  # the stem feeds the first stage through identity shortcuts
         else:
-            raise ValueError(f"{stage} has no projection shortcut: its channels are coupled with the previous "
+            raise PruneError(f"{stage} has no projection shortcut: its channels are coupled with the previous "
                              "stage's, which stage mode does not merge")
         writers += [(f"{b}.conv2", f"{b}.bn2") for b in blocks]
         # block 0 of a stage with a projection reads the previous stage's channels, not this stage's
@@ -117,7 +122,7 @@ def prune_groups(model: nn.Module, mode: str = "block") -> dict[str, PruneGroup]
 def _classifier_name(model: nn.Module) -> str:
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError("stage mode needs a final linear classifier")
+        raise PruneError("stage mode needs a final linear classifier")
     return linears[-1]
 
 
@@ -135,17 +140,24 @@ def n_keep(channels: int, ratio: float) -> int:
 def check_ratios(model: nn.Module, ratios, mode: str = "block") -> dict[str, float]:
     """Normalize ``ratios`` (one float, or ``{name: ratio}``) to one ratio per group, validated."""
     names = prunable_layers(model, mode)
+
+    def number(r, n):
+        if isinstance(r, bool) or not isinstance(r, (int, float)):
+            raise PruneError(f"pruning ratio for {n} must be a number in [0, 1), got {r!r}; pass one number or "
+                             "{layer name: ratio}")
+        return float(r)
+
     if isinstance(ratios, Mapping):
         unknown = [k for k in ratios if k not in names]
         if unknown:
-            raise ValueError(f"not prunable in mode {mode!r}: {', '.join(map(str, unknown))}; "
+            raise PruneError(f"not prunable in mode {mode!r}: {', '.join(map(str, unknown))}; "
                              f"prunable layers: {', '.join(names)}")
-        out = {n: float(ratios.get(n, 0.0)) for n in names}
+        out = {n: number(ratios.get(n, 0.0), n) for n in names}
     else:
-        out = {n: float(ratios) for n in names}
+        out = {n: number(ratios, "every layer") for n in names}
     for n, r in out.items():
         if not (0.0 <= r < 1.0) or math.isnan(r):
-            raise ValueError(f"pruning ratio for {n} must be in [0, 1), got {r}")
+            raise PruneError(f"pruning ratio for {n} must be in [0, 1), got {r}")
     return out
 
 
@@ -177,7 +189,8 @@ def _replace(model: nn.Module, name: str, new: nn.Module):
 def _slice_out(model: nn.Module, conv_name: str, bn_name: str, keep: torch.Tensor):
     conv = model.get_submodule(conv_name)
     spec = conv.spec if is_quantized(conv) else None
-    new = conv_from(conv, spec, out_channels=len(keep))
+    new = conv_from(conv, spec, out_channels=len(keep)).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    keep = keep.to(conv.weight.device)
     state = conv.state_dict()
     state["weight"] = state["weight"][keep]
     if conv.bias is not None:
@@ -188,7 +201,8 @@ def _slice_out(model: nn.Module, conv_name: str, bn_name: str, keep: torch.Tenso
     new.load_state_dict(state)
     _replace(model, conv_name, new)
     bn = model.get_submodule(bn_name)
-    new_bn = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
+    new_bn = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine).to(
+        device=bn.weight.device, dtype=bn.weight.dtype)
     bstate = bn.state_dict()
     for k in ("weight", "bias", "running_mean", "running_var"):
         bstate[k] = bstate[k][keep]
@@ -201,10 +215,12 @@ def _slice_in(model: nn.Module, name: str, keep: torch.Tensor):
     spec = layer.spec if is_quantized(layer) else None
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
-            raise ValueError(f"{name}: grouped convolutions are not supported")
+            raise PruneError(f"{name}: grouped convolutions are not supported")
         new = conv_from(layer, spec, in_channels=len(keep))
     else:
         new = linear_from(layer, spec, in_features=len(keep))
+    new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    keep = keep.to(layer.weight.device)
     state = layer.state_dict()
     state["weight"] = state["weight"][:, keep]
     new.load_state_dict(state)
@@ -214,12 +230,22 @@ def _slice_in(model: nn.Module, name: str, keep: torch.Tensor):
 def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "block", scales: str = "frozen"):
     """Remove, in place, every channel not listed in ``kept`` (``{group: kept indices}``)."""
     if scales not in SCALE_CONVENTIONS:
-        raise ValueError(f"unknown scale convention {scales!r}; accepted values: {', '.join(SCALE_CONVENTIONS)}")
+        raise PruneError(f"unknown scale convention {scales!r}; accepted values: {', '.join(SCALE_CONVENTIONS)}")
     groups = prune_groups(model, mode)
     if scales == "frozen":
         for m in model.modules():
             if is_quantized(m) and not bool(m.scale_frozen):
                 m.freeze_scale()
+    unknown = [k for k in kept if k not in groups]
+    if unknown:
+        raise PruneError(f"kept channels name unknown group(s) {', '.join(map(repr, unknown))}; groups in mode "
+                         f"{mode!r}: {', '.join(groups)}")
+    for name, idx in kept.items():
+        n = groups[name].channels
+        idx = list(idx)
+        if not idx or len(set(idx)) != len(idx) or any(not isinstance(i, int) or not 0 <= i < n for i in idx):
+            raise PruneError(f"kept channels of {name} must be distinct indices in [0, {n}), at least one; got "
+                             f"{str(idx)[:80]}")
     for name, idx in kept.items():
         g = groups[name]
         keep = torch.as_tensor(list(idx), dtype=torch.long)
@@ -231,7 +257,7 @@ def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "blo
             _slice_in(model, reader, keep)
     previous = getattr(model, "pruned", None) or {}
     if previous and previous.get("mode") not in (None, mode):
-        raise ValueError(f"the model was pruned in mode {previous['mode']!r}; prune it again in the same mode")
+        raise PruneError(f"the model was pruned in mode {previous['mode']!r}; prune it again in the same mode")
     record = {"mode": mode, "scales": scales, "kept": {k: [int(i) for i in v] for k, v in kept.items()}}
     if previous:  # pruning twice: compose the kept indices so they refer to the original channels
         for k, v in record["kept"].items():
@@ -251,7 +277,10 @@ def prune(model: nn.Module, ratios, criterion: str = "redundancy", mode: str = "
     mode, the scale convention and, per group, the kept channel indices.
     """
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
+        raise PruneError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
+    check_options(criterion, criterion_options or {})
+    if scales not in SCALE_CONVENTIONS:
+        raise PruneError(f"unknown scale convention {scales!r}; accepted values: {', '.join(SCALE_CONVENTIONS)}")
     per_group = check_ratios(model, ratios, mode)
     model = model if inplace else copy.deepcopy(model)
     groups = prune_groups(model, mode)
@@ -280,7 +309,7 @@ def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> nn.Mod
         model(x)
         seen += 1
     if seen == 0:
-        raise ValueError("recalibrate_batchnorm: the loader yielded no batches")
+        raise PruneError("recalibrate_batchnorm: the loader yielded no batches")
     for bn, m in zip(bns, momenta):
         bn.momentum = m
     model.eval()

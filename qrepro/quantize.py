@@ -15,7 +15,8 @@ Formulas (see ``../shared/spec/METHOD.md``):
 
   - k-bit weights, k > 1: ``w_q = 2 quantize_k(tanh(w) / (2 max|tanh(w)|) + 1/2) - 1``
     (max over the whole layer tensor);
-  - 1-bit weights: ``w_q = E(|w|) sign(w)`` (layer-wise mean);
+  - 1-bit weights: ``w_q = E(|w|) sign(w)`` (layer-wise mean); backward: the gradient
+    passes unchanged, ``E(|w|)`` a constant (the authors' tensorpack code);
   - k-bit activations: ``a_q = quantize_k(clip(a, 0, 1))``;
   - backward through ``round``: identity (straight-through).
 
@@ -36,26 +37,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import BadInput
+
 SCALINGS = ("filter", "layer", "none")
 FULL_PRECISION_BITS = 32
 
 
 # --------------------------------------------------------------------------- validation
+class QuantizationError(BadInput):
+    """A bad quantization setting."""
+
+
 def check_bits(bits, what: str = "bits") -> int:
     """Return ``bits`` as an int in 1..32, or raise a ValueError saying what is accepted."""
     if isinstance(bits, bool) or not isinstance(bits, int):
         if isinstance(bits, float) and bits.is_integer():
             bits = int(bits)
         else:
-            raise ValueError(f"{what} must be an integer from 1 to 32 (32 = full precision), got {bits!r}")
+            raise QuantizationError(f"{what} must be an integer from 1 to 32 (32 = full precision), got {bits!r}")
     if not 1 <= bits <= FULL_PRECISION_BITS:
-        raise ValueError(f"{what} must be an integer from 1 to 32 (32 = full precision), got {bits!r}")
+        raise QuantizationError(f"{what} must be an integer from 1 to 32 (32 = full precision), got {bits!r}")
     return bits
 
 
 def check_scaling(scaling: str) -> str:
     if scaling not in SCALINGS:
-        raise ValueError(f"unknown scaling {scaling!r}; accepted values: {', '.join(SCALINGS)}")
+        raise QuantizationError(f"unknown scaling {scaling!r}; accepted values: {', '.join(SCALINGS)}")
     return scaling
 
 
@@ -84,6 +91,20 @@ class _RoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad
+
+
+class _ScaledSignIdentity(torch.autograd.Function):
+    """DoReFa's 1-bit weights ``E sign(w)`` (``sign(0) = +1``) with the gradient passed
+    straight through unchanged and ``E`` a constant, as in the DoReFa authors' code
+    (tensorpack ``quantize_weight``, ``bitW == 1``) and larq_zoo."""
+
+    @staticmethod
+    def forward(ctx, w, scale):
+        return torch.where(w >= 0, scale, -scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +149,7 @@ def binarize_weight(w: torch.Tensor, scaling: str = "filter", scale: torch.Tenso
 def binarize_activation(x: torch.Tensor, bits: int = 1) -> torch.Tensor:
     """``sign(x)`` with ``sign(0) = +1``; straight-through gradient where ``|x| <= 1``."""
     if bits != 1:
-        raise ValueError(f"binary activations have 1 bit, got a_bits={bits!r}; use scheme 'dorefa' for k-bit")
+        raise QuantizationError(f"binary activations have 1 bit, got a_bits={bits!r}; use scheme 'dorefa' for k-bit")
     return sign_ste(x)
 
 
@@ -149,7 +170,7 @@ def dorefa_weight(w: torch.Tensor, bits: int, scale: torch.Tensor | None = None)
         return w
     s = dorefa_scale(w, bits) if scale is None else scale.reshape(())
     if bits == 1:
-        return s * sign_ste(w)
+        return _ScaledSignIdentity.apply(w, s.detach().to(w.dtype))
     r = torch.tanh(w) / (2 * s) + 0.5
     if scale is not None:
         r = r.clamp(0, 1)
@@ -184,18 +205,18 @@ class QuantSpec:
 
     def __post_init__(self):
         if self.weight not in WEIGHT_QUANTIZERS:
-            raise ValueError(f"unknown weight quantizer {self.weight!r}; registered: {', '.join(WEIGHT_QUANTIZERS)}")
+            raise QuantizationError(f"unknown weight quantizer {self.weight!r}; registered: {', '.join(WEIGHT_QUANTIZERS)}")
         if self.act is not None and self.act not in ACTIVATION_QUANTIZERS:
-            raise ValueError(
+            raise QuantizationError(
                 f"unknown activation quantizer {self.act!r}; registered: {', '.join(ACTIVATION_QUANTIZERS)}"
             )
         object.__setattr__(self, "w_bits", check_bits(self.w_bits, "w_bits"))
         object.__setattr__(self, "a_bits", check_bits(self.a_bits, "a_bits"))
         check_scaling(self.scaling)
         if self.weight == "binary" and self.w_bits != 1:
-            raise ValueError(f"weight quantizer 'binary' has 1 bit, got w_bits={self.w_bits}")
+            raise QuantizationError(f"weight quantizer 'binary' has 1 bit, got w_bits={self.w_bits}")
         if self.act == "sign" and self.a_bits != 1:
-            raise ValueError(f"activation quantizer 'sign' has 1 bit, got a_bits={self.a_bits}")
+            raise QuantizationError(f"activation quantizer 'sign' has 1 bit, got a_bits={self.a_bits}")
 
     @property
     def code_kind(self) -> str:
@@ -214,7 +235,7 @@ class QuantSpec:
 
 def _scheme_bnn(w_bits: int = 1, a_bits: int = 1, scaling: str = "filter") -> QuantSpec:
     if w_bits != 1 or a_bits != 1:
-        raise ValueError(f"scheme 'bnn' is 1-bit weights and activations, got w_bits={w_bits}, a_bits={a_bits}")
+        raise QuantizationError(f"scheme 'bnn' is 1-bit weights and activations, got w_bits={w_bits}, a_bits={a_bits}")
     return QuantSpec("binary", 1, scaling, "sign", 1)
 
 
@@ -228,7 +249,7 @@ SCHEMES: dict[str, Callable[..., QuantSpec]] = {"bnn": _scheme_bnn, "dorefa": _s
 def make_spec(scheme: str, w_bits: int | None = None, a_bits: int | None = None, scaling: str = "filter") -> QuantSpec:
     """The :class:`QuantSpec` of a named scheme (``"bnn"`` or ``"dorefa"``)."""
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; accepted values: {', '.join(SCHEMES)}")
+        raise QuantizationError(f"unknown quantization scheme {scheme!r}; accepted values: {', '.join(SCHEMES)}")
     kwargs = {"scaling": check_scaling(scaling)}
     if w_bits is not None:
         kwargs["w_bits"] = check_bits(w_bits, "w_bits")

@@ -1,20 +1,30 @@
-"""What the notebooks need to turn cached artifacts into figures and tables.
+"""Tables from artifacts, and what the notebooks read.
 
-Everything here only *reads* the cache written by :mod:`qrepro.study` (and evaluates the
-cached models on the test set); nothing trains.  Tables are written as CSV and Markdown,
-figures as PNG and PDF, under ``results/tables`` and ``results/figures``.
+Two halves, both reading only:
+
+* the **table makers** (``TABLE_MAKERS``): each turns study artifacts (checkpoints,
+  journals, the ablation rows, the test metrics) into one table; the study's ``tables``
+  stage calls them and records each table in the manifest (:mod:`qrepro.study`);
+* the **readers** the notebooks call: :func:`read_table`, :func:`ablation_frame`,
+  :func:`search_frame`, :func:`gp_slice`, :func:`base_models`; every read goes through
+  the artifact graph, which refuses a missing, stale or corrupt artifact.
+
+Nothing here trains, evaluates a model on the test set or fits a GP: those are study
+artifacts (``test_metrics``, ``gp_slice``).  Figures are written as PNG and PDF under
+``results/figures``.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import study
-from .cache import require
-from .paths import figures_dir, tables_dir
+from .config import BASE_KINDS, QUANT_KINDS
+from .paths import figures_dir
 from .size import MB, DEFAULT_CONVENTION, model_size_bytes
 
 PAPER = pd.DataFrame([  # arXiv:2002.00523, abstract: ResNet-18 on ImageNet
@@ -39,46 +49,26 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_table(df: pd.DataFrame, name: str, root=None, floatfmt: str = ".2f", note: str | None = None) -> list[Path]:
-    folder = tables_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv, md = folder / f"{name}.csv", folder / f"{name}.md"
-    df.to_csv(csv, index=False)
-    md.write_text((f"{note}\n\n" if note else "") + markdown_table(df, floatfmt))
-    return [csv, md]
+def write_table(df: pd.DataFrame, path: Path, note: str | None = None, floatfmt: str = ".2f") -> Path:
+    """``path`` (CSV) and the same table as Markdown beside it, each written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    md = path.with_suffix(".md")
+    for target, text in ((md, (f"{note}\n\n" if note else "") + markdown_table(df, floatfmt)),
+                         (path, df.to_csv(index=False))):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return path
 
 
-def save_figure(fig, name: str, root=None) -> list[Path]:
+def save_figure(fig, name: str, root=None) -> None:
+    """Write ``fig`` as ``figures/<name>.png`` and ``.pdf`` (byte-stable); returns nothing, so a
+    notebook cell ending with it shows the figure, not a list of paths."""
     folder = figures_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # byte-stable reruns
-    return paths
-
-
-# --------------------------------------------------------------------------- models
-def test_accuracy(model, splits) -> float:
-    from .train import evaluate
-
-    return evaluate(model, splits.test)["acc"]
-
-
-def base_models(smoke: bool, root=None) -> dict:
-    """``{kind: (model, payload)}`` of the three cached base models."""
-    return {k: study.load_base(k, smoke, root) for k in study.BASE_KINDS}
-
-
-def baselines_table(bases: dict, splits) -> pd.DataFrame:
-    from .models import count_parameters
-
-    rows = []
-    for kind, (model, payload) in bases.items():
-        rows.append({"model": LABELS[kind], "test_top1": test_accuracy(model, splits),
-                     "val_top1": payload["metrics"].get("val_acc"), "params": count_parameters(model),
-                     "size_MB": model_size_bytes(model) / MB, "epochs": payload["config"]["epochs"],
-                     "train_minutes": payload["metrics"].get("train_seconds", float("nan")) / 60})
-    return pd.DataFrame(rows)
+    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
 
 
 def training_curves(bases: dict) -> pd.DataFrame:
@@ -132,11 +122,6 @@ def duplicate_table(model, near: float = 0.25) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- ablation
-def ablation_frame(smoke: bool, root=None) -> pd.DataFrame:
-    path = require(study.ablation_path(smoke, root), study._command("ablation", smoke))
-    return pd.read_csv(path)
-
-
 def ablation_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread (std over seeds; 0 for deterministic criteria) per model, criterion, ratio, stage."""
     g = df.groupby(["model", "stage", "ratio", "criterion"])["val_acc"]
@@ -145,25 +130,6 @@ def ablation_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- searches
-def search_frame(smoke: bool, root=None) -> pd.DataFrame:
-    """Every evaluation of every search job, long format (one row per evaluation)."""
-    from .search import load_journal
-
-    rows = []
-    for job in study.search_jobs(smoke):
-        path = study.search_journal_path(job, smoke, root)
-        require(path.with_suffix(".done"), study._command("search", smoke))
-        header, evals = load_journal(path)
-        layers = header["config"]["layers"]
-        for r in evals:
-            rows.append({**job, "index": r["index"], "value": r["value"], "size_bytes": r["size"],
-                         "pruned_fraction": r["pruned_fraction"], "feasible": r["feasible"],
-                         "best_so_far": r["best_so_far"], "hypervolume": r.get("hypervolume"),
-                         "source": r["source"], "seconds": r["seconds"],
-                         "ratios": dict(zip(layers, r["ratios"]))})
-    return pd.DataFrame(rows)
-
-
 def convergence(df: pd.DataFrame, budget: int) -> pd.DataFrame:
     """Best feasible value after n evaluations, per model, target, method and seed; the
     uniform baseline (one evaluation) is carried flat over the budget."""
@@ -188,62 +154,128 @@ def search_summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.merge(counts, on=keys).fillna({"best_val_top1_std": 0.0})
 
 
-# --------------------------------------------------------------------------- finals
-def final_table(smoke: bool, splits, root=None, bases: dict | None = None) -> pd.DataFrame:
-    """The paper-style table: unpruned and pruned (BO and uniform, each target), test top-1
-    (mean and std over fine-tuning seeds), size in MB from the loaded models, pruned percent
-    and the packed file's size on disk."""
-    import tempfile
+# --------------------------------------------------------------------------- readers (notebooks)
+def _graph(preset, root):
+    from .study import study_graph
 
-    from .export import load_packed, save_packed
+    return study_graph(preset, root)
 
-    bases = bases or {k: study.load_base(k, smoke, root) for k in study.QUANT_KINDS}
+
+def read_table(name: str, preset=False, root=None) -> pd.DataFrame:
+    """A table the study wrote (``tables/<name>.csv``), digest checked."""
+    return pd.read_csv(_graph(preset, root).resolve(f"table/{name}"))
+
+
+def base_models(preset=False, root=None, kinds=BASE_KINDS) -> dict:
+    """``{kind: (model, payload)}`` of the cached base models."""
+    from .study import load_base
+
+    g = _graph(preset, root)
+    return {k: load_base(k, graph=g) for k in kinds}
+
+
+def ablation_frame(preset=False, root=None, graph=None) -> pd.DataFrame:
+    return pd.read_csv((graph or _graph(preset, root)).resolve("ablation"))
+
+
+def search_frame(preset=False, root=None, graph=None, ids=None) -> pd.DataFrame:
+    """Every evaluation of every search job, long format (one row per evaluation)."""
+    from .search import load_journal
+    from .study import search_id, search_jobs
+
+    g = graph or _graph(preset, root)
     rows = []
-    for kind in study.QUANT_KINDS:
-        model = bases[kind][0]
-        base_size = model_size_bytes(model)
-        with tempfile.TemporaryDirectory() as tmp:
-            packed = save_packed(Path(tmp) / "base.qrpk", model)
-            disk = packed.stat().st_size
-        rows.append({"model": LABELS[kind], "configuration": "unpruned", "target_percent": 0.0, "seeds": 1,
-                     "test_top1_mean": test_accuracy(model, splits), "test_top1_std": 0.0,
-                     "size_MB": base_size / MB, "pruned_percent": 0.0, "file_MB": disk / MB})
-        for target in study.study_settings(smoke)["final"]["targets"][kind]:
-            for method in ("uniform", "bo"):
-                accs, sizes, disks = [], [], []
-                for job in study.final_jobs(smoke):
-                    if (job["model"], job["method"], job["target"]) != (kind, method, target):
-                        continue
-                    path = require(study.final_path(job, smoke, root), study._command("final", smoke))
-                    pruned, _ = load_packed(path)
-                    accs.append(test_accuracy(pruned, splits))
-                    sizes.append(model_size_bytes(pruned))
-                    disks.append(path.stat().st_size)
-                rows.append({"model": LABELS[kind], "configuration": f"{method} @ {100 * target:.2f}%",
-                             "target_percent": 100 * target, "seeds": len(accs),
-                             "test_top1_mean": float(np.mean(accs)),
-                             "test_top1_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                             "size_MB": float(np.mean(sizes)) / MB,
-                             "pruned_percent": 100 * (1 - float(np.mean(sizes)) / base_size),
-                             "file_MB": float(np.mean(disks)) / MB})
+    for job in search_jobs(g.config):
+        if ids is not None and search_id(job) not in ids:
+            continue
+        header, evals = load_journal(g.resolve(search_id(job)))
+        layers = header["config"]["layers"]
+        for r in evals:
+            rows.append({**job, "index": r["index"], "value": r["value"], "size_bytes": r["size"],
+                         "pruned_fraction": r["pruned_fraction"], "feasible": r["feasible"],
+                         "best_so_far": r["best_so_far"], "hypervolume": r.get("hypervolume"),
+                         "source": r["source"], "seconds": r["seconds"],
+                         "ratios": dict(zip(layers, r["ratios"]))})
     return pd.DataFrame(rows)
 
 
-def gp_slice(df_job: pd.DataFrame, layers: list[str], pair: tuple[int, int], r_max: float, grid: int = 40):
-    """Posterior mean and std of a GP fitted to one search's evaluations, over two layers'
-    ratios with the others held at the best point (for teaching)."""
-    from .search import fit_gp
+def gp_slice(preset=False, root=None) -> dict:
+    """The cached GP posterior slice: ``grid``, ``mean``, ``std`` (arrays), ``seen``, ``best``, ``layers``."""
+    d = json.loads(_graph(preset, root).resolve("gp_slice").read_text())
+    return {k: np.asarray(v) if k in ("grid", "mean", "std", "seen", "best") else v for k, v in d.items()}
 
-    x = torch.tensor([[r[n] / r_max for n in layers] for r in df_job["ratios"]], dtype=torch.double)
-    y = torch.tensor(df_job["value"].tolist(), dtype=torch.double).unsqueeze(-1)
-    gp = fit_gp(x, y)
-    best = x[int(y.argmax())]
-    u = torch.linspace(0, 1, grid, dtype=torch.double)
-    a, b = torch.meshgrid(u, u, indexing="ij")
-    pts = best.repeat(grid * grid, 1)
-    pts[:, pair[0]], pts[:, pair[1]] = a.flatten(), b.flatten()
-    with torch.no_grad():
-        post = gp.posterior(pts)
-    mean = post.mean.view(grid, grid).numpy()
-    std = post.variance.clamp_min(0).sqrt().view(grid, grid).numpy()
-    return (u * r_max).numpy(), mean, std, x[:, list(pair)].numpy() * r_max, best[list(pair)].numpy() * r_max
+
+# --------------------------------------------------------------------------- table makers (study)
+def _test_metrics(graph) -> dict:
+    return json.loads(graph.resolve("test_metrics").read_text())
+
+
+def _baselines(graph):
+    tm = _test_metrics(graph)["base"]
+    rows = [{"model": LABELS[k], "test_top1": m["test_acc"], "val_top1": m["val_acc"], "params": m["params"],
+             "size_MB": m["size_bytes"] / MB, "epochs": m["epochs"],
+             "train_minutes": (m["train_seconds"] or float("nan")) / 60} for k, m in tm.items()]
+    return pd.DataFrame(rows), "Test top-1 (%) on the Fashion-MNIST test images. " + DEFAULT_CONVENTION.describe(), ".2f"
+
+
+def _filter_duplicates(graph):
+    from .study import load_base
+
+    dups = pd.concat([duplicate_table(load_base(k, graph=graph)[0]).assign(model=LABELS[k]) for k in QUANT_KINDS])
+    return dups, None, ".3f"
+
+
+def _ablation_summary(graph):
+    return ablation_summary(ablation_frame(graph=graph)), None, ".2f"
+
+
+def _search_summary(graph):
+    return search_summary(search_frame(graph=graph, ids=set(graph["table/search_summary"].inputs))), None, ".2f"
+
+
+def _pareto_front(graph):
+    from .search import pareto_front
+
+    par = search_frame(graph=graph, ids=set(graph["table/pareto_front"].inputs))
+    mask = pareto_front(torch.tensor(par[["value", "pruned_fraction"]].to_numpy(), dtype=torch.double)).numpy()
+    front = par[mask].assign(size_MB=lambda d: d.size_bytes / MB).sort_values("size_MB")
+    return front[["index", "value", "size_MB", "pruned_fraction"]], None, ".4f"
+
+
+def _paper_table(graph):
+    """Unpruned and pruned (BO and uniform, each target): test top-1 (mean and std over
+    fine-tuning seeds), size in MB of the loaded models, pruned percent, packed file size."""
+    tm = _test_metrics(graph)
+    cfg = graph.config
+    rows = []
+    for kind in QUANT_KINDS:
+        base = tm["base"][kind]
+        rows.append({"model": LABELS[kind], "configuration": "unpruned", "target_percent": 0.0, "seeds": 1,
+                     "test_top1_mean": base["test_acc"], "test_top1_std": 0.0, "size_MB": base["size_bytes"] / MB,
+                     "pruned_percent": 0.0, "file_MB": base["file_bytes"] / MB})
+        for target in cfg.final.targets.get(kind, []):
+            for method in ("uniform", "bo"):
+                runs = [m for m in tm["final"].values()
+                        if (m["job"]["model"], m["job"]["method"], m["job"]["target"]) == (kind, method, target)]
+                accs = [m["test_acc"] for m in runs]
+                size = float(np.mean([m["size_bytes"] for m in runs]))
+                rows.append({"model": LABELS[kind], "configuration": f"{method} @ {100 * target:.2f}%",
+                             "target_percent": 100 * target, "seeds": len(accs), "test_top1_mean": float(np.mean(accs)),
+                             "test_top1_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                             "size_MB": size / MB, "pruned_percent": 100 * (1 - size / base["size_bytes"]),
+                             "file_MB": float(np.mean([m["file_bytes"] for m in runs])) / MB})
+    note = f"{cfg.dataset} test top-1 (%), {cfg.arch}. " + DEFAULT_CONVENTION.describe()
+    return pd.DataFrame(rows), note, ".2f"
+
+
+TABLE_MAKERS = {
+    "baselines": _baselines,
+    "filter_duplicates": _filter_duplicates,
+    "resnet18_size": lambda graph: (resnet18_size_table(), DEFAULT_CONVENTION.describe(), ".2f"),
+    "ablation_summary": _ablation_summary,
+    "search_summary": _search_summary,
+    "pareto_front": _pareto_front,
+    "paper_table": _paper_table,
+    "paper_reference": lambda graph: (PAPER, "arXiv:2002.00523 (abstract): ResNet-18 on ImageNet. Not comparable "
+                                             "with our Fashion-MNIST ResNet-20 tables.", ".2f"),
+}

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
-import json
 import math
 import multiprocessing
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -42,6 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .cache import config_key
+from .errors import BadInput
+from .journal import append_record, read_records
 from .prune import n_keep
 
 METHODS = ("bo", "random", "uniform")
@@ -49,7 +49,11 @@ MODES = ("constrained", "pareto")
 DTYPE = torch.double
 
 
-class JournalMismatch(ValueError):
+class SearchError(BadInput):
+    """A bad search setting (budget, target, layers, objective value, ...)."""
+
+
+class JournalMismatch(BadInput):
     """A journal written by a search with another configuration."""
 
 
@@ -119,22 +123,30 @@ class SearchConfig:
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
 
     def __post_init__(self):
+        from .config import check_field_types
+
+        check_field_types(self)
         if not self.layers:
-            raise ValueError("the search needs at least one layer (layers=[] given); see prune.prunable_layers")
+            raise SearchError("the search needs at least one layer (layers=[] given); see prune.prunable_layers")
         if len(set(self.layers)) != len(self.layers):
-            raise ValueError("layers must not repeat")
+            raise SearchError("layers must not repeat")
         if self.method not in METHODS:
-            raise ValueError(f"unknown search method {self.method!r}; accepted values: {', '.join(METHODS)}")
+            raise SearchError(f"unknown search method {self.method!r}; accepted values: {', '.join(METHODS)}")
         if self.mode not in MODES:
-            raise ValueError(f"unknown search mode {self.mode!r}; accepted values: {', '.join(MODES)}")
+            raise SearchError(f"unknown search mode {self.mode!r}; accepted values: {', '.join(MODES)}")
         if not 0.0 < self.r_max < 1.0:
-            raise ValueError(f"r_max must be in (0, 1), got {self.r_max}")
+            raise SearchError(f"r_max must be in (0, 1), got {self.r_max}")
         if not 0.0 <= self.target < 1.0:
-            raise ValueError(f"target (fraction of size removed) must be in [0, 1), got {self.target}")
+            raise SearchError(f"target (fraction of size removed) must be in [0, 1), got {self.target}")
         if self.budget < 1 or self.q < 1 or self.n_init < 1:
-            raise ValueError(f"budget, q and n_init must be positive, got {self.budget}, {self.q}, {self.n_init}")
+            raise SearchError(f"budget, q and n_init must be positive, got {self.budget}, {self.q}, {self.n_init}")
         if self.mode == "pareto" and self.method == "uniform":
-            raise ValueError("method 'uniform' has no Pareto mode; use the uniform sweep instead")
+            raise SearchError("method 'uniform' has no Pareto mode; use the uniform sweep instead")
+        if self.method == "bo" and self.n_init >= self.budget:
+            raise SearchError(f"n_init ({self.n_init}) must be smaller than budget ({self.budget}): otherwise the "
+                             "'bo' search is only its Sobol initial design; lower n_init or raise budget")
+        if self.num_restarts < 1 or self.raw_samples < self.num_restarts:
+            raise SearchError("num_restarts must be at least 1 and raw_samples at least num_restarts")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,16 +160,54 @@ def check_reachable(cfg: SearchConfig, size: SizeModel):
     need = (1 - cfg.target) * size.base
     if best > need:
         reach = 1 - best / size.base
-        raise ValueError(f"target {cfg.target:.4f} cannot be reached: pruning every searched layer at "
+        raise SearchError(f"target {cfg.target:.4f} cannot be reached: pruning every searched layer at "
                          f"r_max={cfg.r_max} removes only {reach:.4f} of the model size; lower the target, raise "
                          "r_max or search more layers")
 
 
 # --------------------------------------------------------------------------- journal
+def _check_record(rec: dict) -> str | None:
+    """Why ``rec`` is not a valid journal record, or None."""
+    kind = rec.get("type")
+    if kind == "header":
+        return None if isinstance(rec.get("key"), str) and isinstance(rec.get("config"), dict) else "a header " \
+            "without key or config"
+    if kind not in ("pending", "eval"):
+        return f"unknown record type {kind!r}"
+    if not isinstance(rec.get("index"), int) or isinstance(rec.get("index"), bool) or rec["index"] < 0:
+        return "no valid index"
+    if not isinstance(rec.get("x"), list) or not all(isinstance(v, (int, float)) for v in rec["x"]):
+        return "no valid x"
+    if kind == "eval":
+        for name in ("value", "size", "pruned_fraction"):
+            if not isinstance(rec.get(name), (int, float)) or isinstance(rec.get(name), bool):
+                return f"no valid {name}"
+        if not isinstance(rec.get("feasible"), bool) or not isinstance(rec.get("ratios"), list):
+            return "no valid feasible / ratios"
+    return None
+
+
+def read_journal(path: str | Path, set_aside: bool = True) -> tuple[dict, list[dict]]:
+    """``(header, records)`` of a journal: valid records only, each index once (the first);
+    garbage lines are set aside (:mod:`qrepro.journal`), never lost or rewritten."""
+    records = read_records(path, _check_record, set_aside=set_aside)
+    if not records or records[0].get("type") != "header":
+        raise JournalMismatch(f"{path} is not a qrepro search journal (its first valid line is not a header); "
+                              "pass another journal path or move this file away")
+    body, seen = [], set()
+    for r in records[1:]:
+        if r["type"] == "header":
+            continue
+        if (r["type"], r["index"]) not in seen:
+            seen.add((r["type"], r["index"]))
+            body.append(r)
+    return records[0], body
+
+
 class Journal:
     """JSON lines: a header, then ``pending`` (a candidate about to be evaluated) and
-    ``eval`` records.  Each record is one ``write`` of a whole line followed by fsync; a
-    torn last line (a crash mid-write) is dropped on reading."""
+    ``eval`` records, appended with :func:`qrepro.journal.append_record`.  Resuming keeps
+    every valid record; bad lines are set aside, the file is never rewritten."""
 
     def __init__(self, path: str | Path | None, header: dict):
         self.path = Path(path) if path is not None else None
@@ -166,48 +216,19 @@ class Journal:
         if self.path is None:
             return
         if self.path.exists() and self.path.stat().st_size > 0:
-            lines = self.path.read_text().split("\n")
-            complete, torn = lines[:-1], lines[-1]
-            parsed = []
-            for line in complete:
-                try:
-                    parsed.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-            if not parsed or parsed[0].get("type") != "header":
-                raise JournalMismatch(f"{self.path} is not a qrepro search journal; delete it or pass another path")
-            if parsed[0]["key"] != header["key"]:
+            stored, self.records = read_journal(self.path)
+            if stored["key"] != header["key"]:
                 raise JournalMismatch(
-                    f"{self.path} was written by a search with another configuration (key {parsed[0]['key']}, "
-                    f"this search has {header['key']}); pass a new journal path or delete the old one.\n"
-                    f"journal config: {json.dumps(parsed[0]['config'], sort_keys=True)}\n"
-                    f"this config:    {json.dumps(header['config'], sort_keys=True)}")
-            self.records = parsed[1:]
-            if torn or len(parsed) < len(complete):  # rewrite without the torn tail
-                self._rewrite([parsed[0]] + self.records)
+                    f"{self.path} was written by a search with another configuration (key {stored['key']}, "
+                    f"this search has {header['key']}); pass a new journal path or move the old one away")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"type": "header", **header})
-
-    def _rewrite(self, records):
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        os.replace(tmp, self.path)
-
-    def _append(self, record: dict):
-        if self.path is None:
-            return
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            append_record(self.path, {"type": "header", **header})
 
     def add(self, record: dict):
         self.records.append(record)
-        self._append(record)
+        if self.path is not None:
+            append_record(self.path, record)
 
     @property
     def evals(self) -> list[dict]:
@@ -383,7 +404,7 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     works, e.g. one per GPU or machine; the objective must then be picklable).
     """
     if list(size.layers) != list(cfg.layers):
-        raise ValueError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
+        raise SearchError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
     check_reachable(cfg, size)
     header = {"config": cfg.to_dict(), "size": size.to_dict()}
     header["key"] = config_key(header)
@@ -455,8 +476,9 @@ def _evaluate(todo, objective, jr: Journal, cfg: SearchConfig, size: SizeModel, 
         values = [objective(r) for r in ratios]
     seconds = (time.time() - starts) / len(todo)
     for rec, r, v in zip(todo, ratios, values):
-        if not isinstance(v, (int, float)) or math.isnan(float(v)):
-            raise ValueError(f"the objective returned {v!r} for {r}; it must return a finite number")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise SearchError(f"the objective returned {v!r} for {r}; it must return a finite number (nothing of "
+                              "this candidate was journaled; fix the objective and rerun to resume)")
         rv = list(r.values())
         exact = size.exact_size(rv)
         feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
@@ -473,8 +495,6 @@ def _evaluate(todo, objective, jr: Journal, cfg: SearchConfig, size: SizeModel, 
 
 
 def load_journal(path: str | Path) -> tuple[dict, list[dict]]:
-    """``(header, eval records)`` of a journal, for the notebooks (read-only)."""
-    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get("type") != "header":
-        raise JournalMismatch(f"{path} is not a qrepro search journal")
-    return lines[0], sorted((r for r in lines[1:] if r["type"] == "eval"), key=lambda r: r["index"])
+    """``(header, eval records by index)`` of a journal, read-only (bad lines skipped and reported)."""
+    header, records = read_journal(path, set_aside=False)
+    return header, sorted((r for r in records if r["type"] == "eval"), key=lambda r: r["index"])

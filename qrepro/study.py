@@ -1,25 +1,27 @@
-"""The study: every computing stage that the notebooks read, each cached under a key.
+"""The study: every computing stage the notebooks read, as one artifact graph.
 
-Stages (``python -m qrepro study``), in order:
+A study is a preset (``configs/studies/<name>.toml``, :class:`~qrepro.config.StudyConfig`).
+:func:`study_graph` registers every artifact it makes -- the function that makes it, its
+config, its inputs, the code it depends on and whether it reads data -- in one place
+(:mod:`qrepro.artifacts` keys, records and checks them).  Stages, in order:
 
-1. ``base``: full-precision, BNN and 2-bit DoReFa ResNet-20 (the quantized ones start from
-   the full-precision checkpoint); writes ``checkpoints/base-<kind>-<key>.pt``.
-2. ``ablation``: every criterion at uniform ratios on both quantized models after
-   BatchNorm re-estimation, and after a short fine-tune at one ratio; writes
-   ``tables/ablation-<key>.csv``.
-3. ``search``: BO, random search and the uniform ratio at each size target and seed, and
-   the multi-objective front; writes ``journals/search-...-<key>.jsonl``.
-4. ``final``: fine-tunes the best BO configuration and the uniform one at each target and
-   writes packed models ``checkpoints/final-...-<key>.qrpk`` with their metrics.
+1. ``base``: full-precision, BNN and 2-bit DoReFa models (the quantized ones start from the
+   full-precision checkpoint): ``checkpoints/base-<kind>-<key>.pt``;
+2. ``ablation``: every criterion at uniform ratios on both quantized models, after BatchNorm
+   re-estimation and after a short fine-tune: ``tables/ablation-<key>.csv`` (rows are
+   appended to ``.partial.jsonl`` as they finish, so a killed ablation resumes);
+3. ``search``: BO, random search and the uniform ratio per size target and seed, and the
+   multi-objective front: ``journals/search-...-<key>.jsonl`` (resumable journals);
+4. ``final``: the best BO configuration and the uniform one, fine-tuned:
+   ``checkpoints/final-...-<key>.qrpk``;
+5. ``evaluate``: test-set metrics of every base and final model, and a GP posterior slice;
+6. ``tables``: every table the notebooks show (``tables/<name>.csv`` and ``.md``).
 
-Each artifact's name carries the hash of everything that determines it (its settings and
-the keys of its inputs), with versions, seeds and device inside; a stage whose artifact
-exists is skipped, so a killed study resumes where it stopped.  ``smoke=True`` runs the
-same code at a tiny scale (minutes on 2 CPU cores) for CI and the notebooks' smoke mode.
+``run_study`` builds what is not fresh (a legacy artifact, made before code fingerprints,
+is used as it is); ``python -m qrepro status`` reports every artifact.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -27,335 +29,399 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cache import artifact_path, config_key, require, write_json_atomic
+from . import report
+from .artifacts import Artifact, Graph
+from .cache import write_json_atomic
 from .checkpoint import environment_info, load_checkpoint
-from .paths import checkpoints_dir, journals_dir, results_dir, tables_dir
+from .config import BASE_KINDS, CRITERION_VARIANTS, QUANT_KINDS, StudyConfig, from_mapping, load_study
+from .journal import append_record, read_records
+from .paths import results_dir
 from .size import model_size_bytes
 from .train import TrainConfig, evaluate
 
-BASE_KINDS = ("fp", "bnn", "dorefa")
-QUANT_KINDS = ("bnn", "dorefa")
-
-# Full-scale defaults (Fashion-MNIST, ResNet-20, 2 CPU cores); see README "Protocol".
-FULL = {
-    "dataset": "fashion-mnist",
-    "arch": "resnet20",
-    "val_size": 5000,
-    "limit": None,
-    "base": {
-        "fp": dict(epochs=3, optimizer="sgd", lr=0.1, weight_decay=5e-4),
-        "bnn": dict(scheme="bnn", epochs=4, optimizer="adam", lr=1e-3, weight_decay=0.0),
-        "dorefa": dict(scheme="dorefa", w_bits=2, a_bits=2, epochs=4, optimizer="adam", lr=1e-3, weight_decay=0.0),
-    },
-    # what one evaluation of a pruned candidate uses (ablation and search alike)
-    "evaluation": dict(bn_batches=5, val_images=1000),
-    "ablation": dict(criteria=["redundancy", "redundancy-gm", "fpgm", "l1", "bn_scale", "random"],
-                     ratios=[0.25, 0.5, 0.75], random_seeds=[0, 1, 2], finetune_ratio=0.5, finetune_steps=60,
-                     finetune_lr=1e-4),
-    "search": dict(targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}, methods=["bo", "random", "uniform"],
-                   seeds=[0, 1, 2], budget=60, n_init=10, q=1, r_max=0.9, criterion="redundancy",
-                   pareto_budget=60, pareto_model="bnn"),
-    "final": dict(epochs=0.25, lr=1e-4, seeds=[0, 1], targets={"bnn": [0.2612, 0.5], "dorefa": [0.2612, 0.5]}),
-}
-
-SMOKE = copy.deepcopy(FULL)
-SMOKE.update(limit=512, val_size=5000)
-for _kind in BASE_KINDS:
-    SMOKE["base"][_kind]["epochs"] = 1
-SMOKE["evaluation"] = dict(bn_batches=2, val_images=128)
-SMOKE["ablation"].update(ratios=[0.5], random_seeds=[0, 1], finetune_steps=3)
-SMOKE["search"].update(seeds=[0], budget=4, n_init=2, pareto_budget=4, targets={"bnn": [0.2612], "dorefa": [0.2612]})
-SMOKE["final"].update(epochs=0.05, seeds=[0], targets={"bnn": [0.2612], "dorefa": [0.2612]})
-
-# the ablation's criteria are registered criteria plus named option sets
-CRITERION_VARIANTS = {
-    "redundancy": ("redundancy", {"tie_break": "gamma"}),
-    "redundancy-gm": ("redundancy", {"tie_break": "geometric_median"}),
-    "fpgm": ("fpgm", {}), "l1": ("l1", {}), "bn_scale": ("bn_scale", {}), "random": ("random", {}),
-}
+STAGES = ("base", "ablation", "search", "final", "evaluate", "tables")
+# code each kind of artifact depends on (modules of qrepro, or module:function)
+CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint")
+CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
+TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
+          "paper_table", "paper_reference")
 
 
-def study_settings(smoke: bool = False) -> dict:
-    return copy.deepcopy(SMOKE if smoke else FULL)
+def load_preset(preset=False) -> StudyConfig:
+    """A :class:`StudyConfig` from a config, a preset name or path, or ``smoke`` as a bool
+    (``True``: ``"smoke"``, ``False``: ``"full"``)."""
+    if isinstance(preset, StudyConfig):
+        return preset
+    if isinstance(preset, bool):
+        return load_study("smoke" if preset else "full")
+    return load_study(preset)
 
 
-def _command(stage: str, smoke: bool) -> str:
-    return f"python -m qrepro study --stages {stage}" + (" --smoke" if smoke else "") + \
-        "  (or: make study" + (" SMOKE=1" if smoke else "") + ")"
+def study_settings(preset=False) -> dict:
+    return load_preset(preset).to_dict()
+
+
+def _rebuild_command(cfg: StudyConfig, root) -> callable:
+    extra = "" if root is None else f" --results {root}"
+    return lambda stage: f"python -m qrepro study --preset {cfg.name} --stages {stage}{extra}"
+
+
+# --------------------------------------------------------------------------- ids
+def search_id(job: dict) -> str:
+    return f"search/{job['model']}-{job['mode']}-{job['method']}-t{job['target']}-s{job['seed']}"
+
+
+def final_id(job: dict) -> str:
+    return f"final/{job['model']}-{job['method']}-t{job['target']}-s{job['seed']}"
+
+
+def search_jobs(preset=False) -> list[dict]:
+    s = load_preset(preset).search
+    jobs = []
+    for kind in QUANT_KINDS:
+        for target in s.targets.get(kind, []):
+            for method in s.methods:
+                for seed in (s.seeds if method != "uniform" else [0]):
+                    jobs.append(dict(model=kind, mode="constrained", target=target, method=method, seed=seed))
+    jobs.append(dict(model=s.pareto_model, mode="pareto", target=0.0, method="bo", seed=0))
+    return jobs
+
+
+def final_jobs(preset=False) -> list[dict]:
+    f = load_preset(preset).final
+    return [dict(model=k, method=m, target=t, seed=s) for k in QUANT_KINDS for t in f.targets.get(k, [])
+            for m in ("bo", "uniform") for s in f.seeds]
+
+
+def final_searches(job: dict, cfg: StudyConfig) -> list[str]:
+    seeds = cfg.search.seeds if job["method"] != "uniform" else [0]
+    return [search_id(dict(model=job["model"], mode="constrained", target=job["target"], method=job["method"],
+                           seed=s)) for s in seeds]
+
+
+def gp_slice_job(cfg: StudyConfig) -> dict:
+    kind = QUANT_KINDS[0]
+    return dict(model=kind, mode="constrained", target=cfg.search.targets[kind][0], method="bo",
+                seed=cfg.search.seeds[0])
+
+
+# --------------------------------------------------------------------------- the graph
+def study_graph(preset=False, root=None, data_root=None) -> Graph:
+    """Every artifact of the study ``preset`` under ``root``, registered in one place."""
+    cfg = load_preset(preset)
+    if cfg.search.criterion not in CRITERION_VARIANTS:
+        raise ValueError(f"unknown criterion {cfg.search.criterion!r}")
+    arts: list[Artifact] = []
+    for kind in BASE_KINDS:
+        tc = from_mapping(TrainConfig, cfg.base_fields(kind), f"base.{kind}")
+        arts.append(Artifact(f"base/{kind}", "checkpoints", f"base-{kind}", ".pt", make_base, tc.to_dict(),
+                             () if kind == "fp" else ("base/fp",), CODE_TRAIN + ("study:make_base",), True,
+                             stage="base"))
+    evaluation = vars(cfg.evaluation)
+    arts.append(Artifact("ablation", "tables", "ablation", ".csv", make_ablation,
+                         {"ablation": vars(cfg.ablation), "evaluation": evaluation},
+                         tuple(f"base/{k}" for k in QUANT_KINDS), CODE_PRUNE + ("study:make_ablation",), True,
+                         stage="ablation"))
+    s = cfg.search
+    for job in search_jobs(cfg):
+        budget = s.pareto_budget if job["mode"] == "pareto" else s.budget
+        conf = {"job": job, "budget": budget, "n_init": s.n_init, "q": s.q, "r_max": s.r_max,
+                "criterion": s.criterion, "evaluation": evaluation}
+        arts.append(Artifact(search_id(job), "journals", search_id(job).replace("/", "-"), ".jsonl", make_search,
+                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "study:make_search"), True,
+                             stage="search", resumable=True))
+    for job in final_jobs(cfg):
+        conf = {"job": job, "final": vars(cfg.final), "evaluation": evaluation, "criterion": s.criterion}
+        arts.append(Artifact(final_id(job), "checkpoints", final_id(job).replace("/", "-"), ".qrpk", make_final, conf,
+                             (f"base/{job['model']}", *final_searches(job, cfg)),
+                             CODE_PRUNE + ("search", "export", "study:make_final", "study:chosen_ratios"), True,
+                             stage="final"))
+    finals = tuple(final_id(j) for j in final_jobs(cfg))
+    arts.append(Artifact("test_metrics", "tables", "test_metrics", ".json", make_test_metrics, {},
+                         tuple(f"base/{k}" for k in BASE_KINDS) + finals,
+                         CODE_TRAIN + ("export", "size", "study:make_test_metrics"), True, stage="evaluate"))
+    arts.append(Artifact("gp_slice", "tables", "gp_slice", ".json", make_gp_slice,
+                         {"pair": [0, -1], "grid": 40, "r_max": s.r_max}, (search_id(gp_slice_job(cfg)),),
+                         ("search", "study:make_gp_slice"), stage="evaluate"))
+    searches = tuple(search_id(j) for j in search_jobs(cfg))
+    table_inputs = {
+        "baselines": tuple(f"base/{k}" for k in BASE_KINDS) + ("test_metrics",),
+        "filter_duplicates": tuple(f"base/{k}" for k in QUANT_KINDS),
+        "resnet18_size": (), "paper_reference": (), "ablation_summary": ("ablation",),
+        "search_summary": tuple(i for i, j in zip(searches, search_jobs(cfg)) if j["mode"] == "constrained"),
+        "pareto_front": tuple(i for i, j in zip(searches, search_jobs(cfg)) if j["mode"] == "pareto"),
+        "paper_table": ("test_metrics",),
+    }
+    for name in TABLES:
+        arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
+                             table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria", "report", "study:make_table"),
+                             keyed=False, stage="tables"))
+    graph = Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root),
+                  rebuild=_rebuild_command(cfg, root))
+    graph.config, graph.data_root = cfg, data_root
+    return graph
+
+
+def _data_identity(cfg: StudyConfig, data_root) -> dict:
+    from .data import dataset_identity
+
+    return dataset_identity(cfg.dataset, data_root)
+
+
+def load_study_data(preset=False, data_root=None):
+    from .data import load_splits
+
+    cfg = load_preset(preset)
+    return load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=128, seed=0, limit=cfg.limit)
+
+
+def _splits(graph: Graph):
+    if getattr(graph, "_splits", None) is None:
+        graph._splits = load_study_data(graph.config, graph.data_root)
+    return graph._splits
+
+
+# --------------------------------------------------------------------------- readers
+def load_base(kind: str, preset=False, root=None, graph: Graph | None = None):
+    """``(model, payload)`` of a base model; a clear error if it is missing, stale or corrupt."""
+    graph = graph or study_graph(preset, root)
+    return load_checkpoint(graph.resolve(f"base/{kind}"), expected_arch=graph.config.arch)
+
+
+def read_json(id: str, preset=False, root=None, graph: Graph | None = None):
+    graph = graph or study_graph(preset, root)
+    return json.loads(graph.resolve(id).read_text())
 
 
 # --------------------------------------------------------------------------- stage 1: base models
-def base_config(kind: str, smoke: bool = False) -> TrainConfig:
-    """The training config of base model ``kind`` (``fp``, ``bnn``, ``dorefa``)."""
-    if kind not in BASE_KINDS:
-        raise ValueError(f"unknown base model {kind!r}; accepted values: {', '.join(BASE_KINDS)}")
-    st = study_settings(smoke)
-    cfg = TrainConfig(arch=st["arch"], dataset=st["dataset"], val_size=st["val_size"], limit=st["limit"],
-                      **st["base"][kind])
-    if kind != "fp":
-        cfg.init_from = str(Path("checkpoints") / base_checkpoint_path("fp", smoke).name)
-    return cfg
-
-
-def base_checkpoint_path(kind: str, smoke: bool = False, root=None) -> Path:
-    return artifact_path(checkpoints_dir(root), f"base-{kind}", base_config(kind, smoke).to_dict(), ".pt")
-
-
-def train_base(kind: str, smoke: bool = False, root=None, data_root=None, progress: bool = True) -> Path:
-    """Train base model ``kind`` unless its checkpoint (same key) is already cached."""
-    cfg = base_config(kind, smoke)
-    path = base_checkpoint_path(kind, smoke, root)
-    if path.exists():
-        print(f"[cached] {path.name}")
-        return path
-    if cfg.init_from:
-        train_base("fp", smoke, root, data_root, progress)
+def make_base(graph: Graph, art: Artifact, path: Path):
     from .train import train_model
 
+    cfg = TrainConfig(**art.config)
+    if art.inputs:
+        cfg.init_from = str(graph.resolve(art.inputs[0]))
     print(f"[train] {path.name}")
-    train_model(cfg, out=str(path), data_root=data_root, progress=progress, results_root=root)
-    return path
+    train_model(cfg, out=str(path), data_root=graph.data_root, progress=graph.progress)
 
 
-def load_base(kind: str, smoke: bool = False, root=None):
-    """``(model, payload)`` of a cached base model; a clear error if it is missing or stale."""
-    path = require(base_checkpoint_path(kind, smoke, root), _command("base", smoke))
-    return load_checkpoint(path, expected_arch=study_settings(smoke)["arch"])
-
-
-def load_study_data(smoke: bool = False, data_root=None):
-    from .data import load_splits
-
-    st = study_settings(smoke)
-    return load_splits(st["dataset"], root=data_root, val_size=st["val_size"], batch_size=128, seed=0,
-                       limit=st["limit"])
-
-
-def make_objective(model, splits, smoke: bool, criterion: str = "redundancy", finetune_steps: int = 0, seed: int = 0):
+def make_objective(model, splits, cfg: StudyConfig, criterion: str = "redundancy", finetune_steps: int = 0,
+                   seed: int = 0):
     from .objective import PruneObjective
 
-    st = study_settings(smoke)
     name, options = CRITERION_VARIANTS[criterion]
     return PruneObjective(model, splits, name, criterion_options=options, finetune_steps=finetune_steps,
-                          finetune_lr=st["ablation"]["finetune_lr"], seed=seed, **st["evaluation"])
+                          finetune_lr=cfg.ablation.finetune_lr, seed=seed, bn_batches=cfg.evaluation.bn_batches,
+                          val_images=cfg.evaluation.val_images)
 
 
 # --------------------------------------------------------------------------- stage 2: ablation
-def ablation_config(smoke: bool = False) -> dict:
-    st = study_settings(smoke)
-    return {"ablation": st["ablation"], "evaluation": st["evaluation"],
-            "models": {k: base_checkpoint_path(k, smoke).name for k in QUANT_KINDS}}
+def _check_ablation_row(row: dict) -> str | None:
+    need = {"model": str, "criterion": str, "ratio": (int, float), "seed": int, "stage": str, "val_acc": (int, float)}
+    for k, t in need.items():
+        if not isinstance(row.get(k), t):
+            return f"no valid {k}"
+    return None
 
 
-def ablation_path(smoke: bool = False, root=None) -> Path:
-    return artifact_path(tables_dir(root), "ablation", ablation_config(smoke), ".csv")
-
-
-def run_ablation(smoke: bool = False, root=None, data_root=None, progress: bool = True) -> Path:
+def make_ablation(graph: Graph, art: Artifact, path: Path):
     """Every criterion at the uniform ratios, after BN re-estimation (and a short fine-tune at
-    one ratio), on both quantized models; validation accuracy, one row per run.  Rows are
-    appended to a partial file as they finish, so a killed ablation resumes."""
+    one ratio), on both quantized models; validation accuracy, one row per run."""
     from tqdm.auto import tqdm
 
-    path = ablation_path(smoke, root)
-    if path.exists():
-        print(f"[cached] {path.name}")
-        return path
-    cfg = ablation_config(smoke)["ablation"]
-    splits = load_study_data(smoke, data_root)
+    cfg = graph.config
+    a = cfg.ablation
     partial = path.with_suffix(".partial.jsonl")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(x) for x in partial.read_text().splitlines()] if partial.exists() else []
+    done = read_records(partial, _check_ablation_row) if partial.exists() else []
     seen = {(r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]) for r in done}
     jobs = []
     for kind in QUANT_KINDS:
-        for crit in cfg["criteria"]:
-            for seed in (cfg["random_seeds"] if crit == "random" else [0]):
-                jobs += [(kind, crit, r, seed, "bn") for r in cfg["ratios"]]
-                jobs.append((kind, crit, cfg["finetune_ratio"], seed, "finetune"))
+        for crit in a.criteria:
+            for seed in (a.random_seeds if crit == "random" else [0]):
+                jobs += [(kind, crit, r, seed, "bn") for r in a.ratios]
+                jobs.append((kind, crit, a.finetune_ratio, seed, "finetune"))
     todo = [j for j in jobs if j not in seen]
-    models = {k: load_base(k, smoke, root)[0] for k in QUANT_KINDS}
-    for kind, crit, ratio, seed, stage in tqdm(todo, desc="ablation", disable=not progress):
-        steps = cfg["finetune_steps"] if stage == "finetune" else 0
-        obj = make_objective(models[kind], splits, smoke, crit, steps, seed)
+    models = {k: load_base(k, graph=graph)[0] for k in QUANT_KINDS}
+    splits = _splits(graph)
+    for kind, crit, ratio, seed, stage in tqdm(todo, desc="ablation", disable=not graph.progress):
+        steps = a.finetune_steps if stage == "finetune" else 0
+        obj = make_objective(models[kind], splits, cfg, crit, steps, seed)
         t0 = time.time()
         with torch.enable_grad():
             pruned = obj.prune(ratio)
         row = {"model": kind, "criterion": crit, "ratio": ratio, "seed": seed, "stage": stage,
                "val_acc": evaluate(pruned, obj.val)["acc"], "size_bytes": model_size_bytes(pruned),
                "seconds": time.time() - t0}
-        with open(partial, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    rows = [json.loads(x) for x in partial.read_text().splitlines()]
+        append_record(partial, row)
+        done.append(row)
+    wanted = set(jobs)
+    rows = [r for r in done if (r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]) in wanted]
     df = pd.DataFrame(rows)
     df["unpruned_size_bytes"] = df["model"].map({k: model_size_bytes(m) for k, m in models.items()})
     tmp = path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(path)
-    write_json_atomic(path.with_suffix(".meta.json"), {"config": ablation_config(smoke),
-                                                       "versions": environment_info()})
-    partial.unlink()
-    return path
+    write_json_atomic(path.with_suffix(".meta.json"), {"config": art.config, "versions": environment_info()})
 
 
 # --------------------------------------------------------------------------- stage 3: searches
-def search_jobs(smoke: bool = False) -> list[dict]:
-    st = study_settings(smoke)["search"]
-    jobs = []
-    for kind in QUANT_KINDS:
-        for target in st["targets"][kind]:
-            for method in st["methods"]:
-                for seed in (st["seeds"] if method != "uniform" else [0]):
-                    jobs.append(dict(model=kind, mode="constrained", target=target, method=method, seed=seed))
-    jobs.append(dict(model=st["pareto_model"], mode="pareto", target=0.0, method="bo", seed=0))
-    return jobs
-
-
-def search_job_config(job: dict, smoke: bool = False) -> dict:
-    st = study_settings(smoke)
-    s = st["search"]
-    budget = s["pareto_budget"] if job["mode"] == "pareto" else s["budget"]
-    return {"job": job, "budget": budget, "n_init": s["n_init"], "q": s["q"], "r_max": s["r_max"],
-            "criterion": s["criterion"], "evaluation": st["evaluation"],
-            "model": base_checkpoint_path(job["model"], smoke).name}
-
-
-def search_journal_path(job: dict, smoke: bool = False, root=None) -> Path:
-    name = f"search-{job['model']}-{job['mode']}-{job['method']}-t{job['target']}-s{job['seed']}"
-    return artifact_path(journals_dir(root), name, search_job_config(job, smoke), ".jsonl")
-
-
-def run_search_job(job: dict, smoke: bool = False, root=None, splits=None, data_root=None, progress: bool = True):
+def make_search(graph: Graph, art: Artifact, path: Path):
     from .prune import prunable_layers
     from .search import SearchConfig, SizeModel, search_ratios
 
-    cfg = search_job_config(job, smoke)
-    path = search_journal_path(job, smoke, root)
-    done_marker = path.with_suffix(".done")
-    if done_marker.exists():
-        print(f"[cached] {path.name}")
-        return path
-    model, _ = load_base(job["model"], smoke, root)
-    splits = splits or load_study_data(smoke, data_root)
+    job, c = art.config["job"], art.config
+    model, _ = load_base(job["model"], graph=graph)
     layers = prunable_layers(model)
     sc = SearchConfig(layers=layers, method=job["method"], mode=job["mode"], target=job["target"] or 0.0,
-                      r_max=cfg["r_max"], budget=cfg["budget"], n_init=cfg["n_init"], q=cfg["q"], seed=job["seed"],
-                      ref_accuracy=0.0 if job["mode"] == "pareto" else None, extra={"study": cfg})
-    objective = make_objective(model, splits, smoke, cfg["criterion"], 0, job["seed"])
+                      r_max=c["r_max"], budget=c["budget"], n_init=c["n_init"], q=c["q"], seed=job["seed"],
+                      ref_accuracy=0.0 if job["mode"] == "pareto" else None, extra={"study": c})
+    objective = make_objective(model, _splits(graph), graph.config, c["criterion"], 0, job["seed"])
     print(f"[search] {path.name}")
-    search_ratios(objective, SizeModel.from_model(model, layers), sc, journal=path, progress=progress)
-    done_marker.write_text("done\n")
-    return path
-
-
-def _run_jobs(jobs, is_cached, run_one, smoke: bool, data_root):
-    """Run each job not cached, loading the data once and only if some job needs it."""
-    splits = None
-    for job in jobs:
-        if splits is None and not is_cached(job):
-            splits = load_study_data(smoke, data_root)
-        run_one(job, splits)
-
-
-def run_searches(smoke: bool = False, root=None, data_root=None, progress: bool = True):
-    _run_jobs(search_jobs(smoke), lambda j: search_journal_path(j, smoke, root).with_suffix(".done").exists(),
-              lambda j, splits: run_search_job(j, smoke, root, splits, data_root, progress), smoke, data_root)
+    search_ratios(objective, SizeModel.from_model(model, layers), sc, journal=path, progress=graph.progress)
 
 
 # --------------------------------------------------------------------------- stage 4: fine-tune finals
-def final_jobs(smoke: bool = False) -> list[dict]:
-    st = study_settings(smoke)["final"]
-    return [dict(model=k, method=m, target=t, seed=s) for k in QUANT_KINDS for t in st["targets"][k]
-            for m in ("bo", "uniform") for s in st["seeds"]]
-
-
-def final_config(job: dict, smoke: bool = False) -> dict:
-    st = study_settings(smoke)
-    seeds = st["search"]["seeds"] if job["method"] != "uniform" else [0]
-    searches = [search_journal_path(dict(model=job["model"], mode="constrained", target=job["target"],
-                                         method=job["method"], seed=s), smoke).name for s in seeds]
-    return {"job": job, "final": st["final"], "evaluation": st["evaluation"], "searches": searches}
-
-
-def final_path(job: dict, smoke: bool = False, root=None) -> Path:
-    name = f"final-{job['model']}-{job['method']}-t{job['target']}-s{job['seed']}"
-    return artifact_path(checkpoints_dir(root), name, final_config(job, smoke), ".qrpk")
-
-
-def chosen_ratios(job: dict, smoke: bool = False, root=None) -> dict:
+def chosen_ratios(graph: Graph, art: Artifact) -> dict:
     """The ratios a final model starts from: the best feasible evaluation over all seeds'
     searches of its method (BO: the best configuration found; uniform: its one evaluation)."""
     from .search import best_feasible, load_journal
 
     found = []
-    for name in final_config(job, smoke)["searches"]:
-        header, evals = load_journal(require(journals_dir(root) / name, _command("search", smoke)))
+    for sid in art.inputs[1:]:
+        header, evals = load_journal(graph.resolve(sid))
         found.append((best_feasible(evals), header["config"]["layers"]))
     best, layers = max(found, key=lambda bl: bl[0]["value"])  # the first search wins a tie
     return dict(zip(layers, best["ratios"]))
 
 
-def run_final(job: dict, smoke: bool = False, root=None, splits=None, data_root=None, progress: bool = True) -> Path:
+def make_final(graph: Graph, art: Artifact, path: Path):
     from .export import save_packed
     from .prune import prune, recalibrate_batchnorm
     from .train import train
 
-    path = final_path(job, smoke, root)
-    if path.exists():
-        print(f"[cached] {path.name}")
-        return path
-    st = study_settings(smoke)
-    ratios = chosen_ratios(job, smoke, root)
-    model, payload = load_base(job["model"], smoke, root)
-    splits = splits or load_study_data(smoke, data_root)
-    crit, options = CRITERION_VARIANTS[st["search"]["criterion"]]
+    cfg, job = graph.config, art.config["job"]
+    ratios = chosen_ratios(graph, art)
+    model, _ = load_base(job["model"], graph=graph)
+    splits = _splits(graph)
+    crit, options = CRITERION_VARIANTS[art.config["criterion"]]
     pruned = prune(model, ratios, crit, criterion_options=options)
-    recalibrate_batchnorm(pruned, splits.train_eval, st["evaluation"]["bn_batches"])
+    recalibrate_batchnorm(pruned, splits.train_eval, cfg.evaluation.bn_batches)
     before = evaluate(pruned, splits.val)["acc"]
-    tc = TrainConfig(epochs=st["final"]["epochs"], optimizer="adam", lr=st["final"]["lr"], weight_decay=0.0,
-                     seed=job["seed"])
+    tc = TrainConfig(epochs=cfg.final.epochs, optimizer="adam", lr=cfg.final.lr, weight_decay=0.0, seed=job["seed"])
     print(f"[finetune] {path.name}")
-    history = train(pruned, splits, tc, progress=progress)
+    history = train(pruned, splits, tc, progress=graph.progress)
     metrics = {"val_acc_before_finetune": before, "val_acc": evaluate(pruned, splits.val)["acc"],
                "size_bytes": model_size_bytes(pruned), "ratios": ratios, "history": history}
-    save_packed(path, pruned, config={"job": job, "final": final_config(job, smoke), "metrics": metrics,
+    save_packed(path, pruned, config={"job": job, "final": art.config, "metrics": metrics,
                                       "versions": environment_info()})
-    return path
 
 
-def run_finals(smoke: bool = False, root=None, data_root=None, progress: bool = True):
-    _run_jobs(final_jobs(smoke), lambda j: final_path(j, smoke, root).exists(),
-              lambda j, splits: run_final(j, smoke, root, splits, data_root, progress), smoke, data_root)
+# --------------------------------------------------------------------------- stage 5: evaluate
+def make_test_metrics(graph: Graph, art: Artifact, path: Path):
+    """Test top-1 of every base and final model, with sizes and packed-file sizes."""
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from .export import load_packed, save_packed
+
+    splits = _splits(graph)
+    out = {"base": {}, "final": {}, "versions": environment_info()}
+    for i in tqdm(art.inputs, desc="test metrics", disable=not graph.progress):
+        p = graph.resolve(i)
+        if i.startswith("base/"):
+            model, payload = load_checkpoint(p)
+            with tempfile.TemporaryDirectory() as tmp:
+                disk = save_packed(Path(tmp) / "m.qrpk", model).stat().st_size if getattr(model, "quant_config", None) else None
+            out["base"][i.split("/")[1]] = {
+                "test_acc": evaluate(model, splits.test)["acc"], "val_acc": payload["metrics"].get("val_acc"),
+                "size_bytes": model_size_bytes(model), "file_bytes": disk,
+                "params": sum(t.numel() for t in model.parameters()), "epochs": payload["config"]["epochs"],
+                "train_seconds": payload["metrics"].get("train_seconds")}
+        else:
+            model, header = load_packed(p)
+            out["final"][i] = {"job": graph[i].config["job"], "test_acc": evaluate(model, splits.test)["acc"],
+                               "size_bytes": model_size_bytes(model), "file_bytes": p.stat().st_size,
+                               "val_acc": header["config"]["metrics"]["val_acc"]}
+    write_json_atomic(path, out)
+
+
+def make_gp_slice(graph: Graph, art: Artifact, path: Path):
+    """Posterior mean and std of a GP fitted to one search's evaluations, over two layers'
+    ratios with the others held at the best point (notebook 4 draws it)."""
+    from .search import fit_gp, load_journal
+
+    header, evals = load_journal(graph.resolve(art.inputs[0]))
+    layers, r_max = header["config"]["layers"], art.config["r_max"]
+    pair, grid = art.config["pair"], art.config["grid"]
+    x = torch.tensor([r["x"] for r in evals], dtype=torch.double)
+    y = torch.tensor([[r["value"]] for r in evals], dtype=torch.double)
+    torch.manual_seed(0)
+    gp = fit_gp(x, y)
+    best = x[int(y.argmax())]
+    u = torch.linspace(0, 1, grid, dtype=torch.double)
+    a, b = torch.meshgrid(u, u, indexing="ij")
+    pts = best.repeat(grid * grid, 1)
+    pts[:, pair[0]], pts[:, pair[1]] = a.flatten(), b.flatten()
+    with torch.no_grad():
+        post = gp.posterior(pts)
+    write_json_atomic(path, {
+        "layers": [layers[pair[0]], layers[pair[1]]], "grid": (u * r_max).tolist(),
+        "mean": post.mean.view(grid, grid).tolist(), "std": post.variance.clamp_min(0).sqrt().view(grid, grid).tolist(),
+        "seen": (x[:, pair] * r_max).tolist(), "best": (best[pair] * r_max).tolist(), "search": art.inputs[0]})
+
+
+# --------------------------------------------------------------------------- stage 6: tables
+def make_table(graph: Graph, art: Artifact, path: Path):
+    name = art.config["table"]
+    df, note, fmt = report.TABLE_MAKERS[name](graph)
+    report.write_table(df, path, note=note, floatfmt=fmt)
 
 
 # --------------------------------------------------------------------------- driver
-STAGES = ("base", "ablation", "search", "final")
+def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: bool = True, smoke=None) -> Path:
+    """Build every artifact of ``stages`` that is not fresh (or legacy), in order; log the times."""
+    from .errors import check_writable_dir
 
-
-def run_study(stages=STAGES, smoke: bool = False, root=None, data_root=None, progress: bool = True) -> Path:
-    """Run the stages in order (each skipping what is cached) and record their times."""
+    if smoke is not None:
+        preset = smoke
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; accepted values: {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))}; accepted values: {', '.join(STAGES)}")
+    check_writable_dir(results_dir(root), "results folder")
+    graph = study_graph(preset, root, data_root)
+    graph.progress = progress
+    graph.data_identity()  # a bad data root fails here, before any work
     times = {}
     for stage in STAGES:
         if stage not in stages:
             continue
         t0 = time.time()
-        if stage == "base":
-            for kind in BASE_KINDS:
-                train_base(kind, smoke, root, data_root, progress)
-        elif stage == "ablation":
-            run_ablation(smoke, root, data_root, progress)
-        elif stage == "search":
-            run_searches(smoke, root, data_root, progress)
-        else:
-            run_finals(smoke, root, data_root, progress)
+        for id in graph.ids(stage):
+            graph.build(id)
         times[stage] = time.time() - t0
         print(f"[stage {stage}] {times[stage]:.0f} s")
-    log = results_dir(root) / ("study-smoke.json" if smoke else "study.json")
+    log = results_dir(root) / f"study-{graph.config.name}.json"
     previous = json.loads(log.read_text()) if log.exists() else {}
-    runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime()}]
-    write_json_atomic(log, {"settings": study_settings(smoke), "key": config_key(study_settings(smoke)),
-                            "versions": environment_info(), "runs": runs})
+    runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime(),
+                                        "versions": environment_info()}]
+    write_json_atomic(log, {"settings": graph.config.to_dict(), "runs": runs})
     return log
+
+
+def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], int]:
+    """One line per artifact and the exit code: 1 when anything is stale, missing, in progress or corrupt."""
+    graph = study_graph(preset, root, data_root)
+    report_ = graph.report()
+    root_ = graph.root
+    lines = [s.line(root_) for s in report_]
+    counts = {}
+    for s in report_:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append(f"study {graph.config.name!r} in {root_}: " +
+                 ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    bad = any(not s.usable for s in report_)
+    if bad:
+        first = next(s for s in report_ if not s.usable)
+        lines.append(f"rebuild with: {graph.rebuild(graph[first.id].stage).replace('--stages ' + graph[first.id].stage, '')}"
+                     .rstrip())
+    return lines, int(bad)

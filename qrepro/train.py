@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import BadInput
 from .quantize import is_quantized
 
 OPTIMIZERS = ("sgd", "adam")
@@ -45,10 +46,42 @@ class TrainConfig:
     arch_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from .config import check_field_types
+        from .data import DATASETS
+        from .models import ARCHITECTURES
+        from .quantize import SCALINGS, SCHEMES, make_spec
+
+        def bad(what):
+            raise BadInput(what)
+
+        check_field_types(self)
+
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted values: {', '.join(OPTIMIZERS)}")
-        if not self.epochs > 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
+            bad(f"optimizer: unknown {self.optimizer!r}; accepted values: {', '.join(OPTIMIZERS)}")
+        if self.arch not in ARCHITECTURES:
+            bad(f"arch: unknown {self.arch!r}; accepted values: {', '.join(ARCHITECTURES)}")
+        if self.dataset not in DATASETS:
+            bad(f"dataset: unknown {self.dataset!r}; accepted values: {', '.join(DATASETS)}")
+        if self.scaling not in SCALINGS:
+            bad(f"scaling: unknown {self.scaling!r}; accepted values: {', '.join(SCALINGS)}")
+        if self.scheme is None:
+            if self.w_bits is not None or self.a_bits is not None:
+                bad("w_bits / a_bits need a quantization scheme: add scheme = 'dorefa' (or 'bnn')")
+        elif self.scheme not in SCHEMES:
+            bad(f"scheme: unknown {self.scheme!r}; accepted values: {', '.join(SCHEMES)} (leave it out for "
+                "full precision)")
+        else:
+            make_spec(self.scheme, self.w_bits, self.a_bits, self.scaling)  # bits in range for the scheme
+        checks = [("epochs", self.epochs > 0, "a positive number"), ("lr", self.lr > 0, "a positive number"),
+                  ("batch_size", self.batch_size >= 1, "at least 1"),
+                  ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("weight_decay", self.weight_decay >= 0, "0 or more"),
+                  ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
+                  ("val_size", self.val_size >= 0, "0 or more"),
+                  ("limit", self.limit is None or self.limit >= 1, "at least 1 (or left out)")]
+        for name, ok, what in checks:
+            if not ok:
+                bad(f"{name} must be {what}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,15 +182,8 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     return history
 
 
-def build_for_training(cfg: TrainConfig, splits, results_root=None) -> nn.Module:
-    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized.
-
-    A relative ``init_from`` is read from the results folder (so configs, and the cache
-    keys hashed from them, do not depend on where the repository lives)."""
-    from pathlib import Path
-
-    from .paths import results_dir
-
+def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
+    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized."""
     from .checkpoint import load_checkpoint
     from .models import build_model
     from .quantize import quantize_model
@@ -165,9 +191,7 @@ def build_for_training(cfg: TrainConfig, splits, results_root=None) -> nn.Module
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, **cfg.arch_kwargs}
     model = build_model(cfg.arch, **kwargs)
     if cfg.init_from:
-        init = Path(cfg.init_from)
-        init = init if init.is_absolute() else results_dir(results_root) / init
-        fp, _ = load_checkpoint(init, expected_arch=cfg.arch, expected_quant={"scheme": None})
+        fp, _ = load_checkpoint(cfg.init_from, expected_arch=cfg.arch, expected_quant={"scheme": None})
         model.load_state_dict(fp.state_dict())
     if cfg.scheme:
         model = quantize_model(model, cfg.scheme, w_bits=cfg.w_bits, a_bits=cfg.a_bits, scaling=cfg.scaling)
@@ -175,15 +199,29 @@ def build_for_training(cfg: TrainConfig, splits, results_root=None) -> nn.Module
 
 
 def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,
-                max_steps: int | None = None, results_root=None):
+                max_steps: int | None = None):
     """Train the model ``cfg`` describes, evaluate it, and write its checkpoint to ``out``."""
     from .checkpoint import save_checkpoint
-    from .data import load_splits
+    from .data import find_fashion_mnist, load_splits
+    from .errors import check_input_file, check_output_file
+
+    if out is not None:  # checks that would otherwise fail after hours of training
+        check_output_file(out, "checkpoint --out")
+    if cfg.init_from:
+        from .checkpoint import load_checkpoint
+
+        check_input_file(cfg.init_from, "init_from checkpoint", "train the full-precision model first")
+        _, payload = load_checkpoint(cfg.init_from, expected_arch=cfg.arch)
+        if payload.get("quant"):
+            raise BadInput(f"init_from {cfg.init_from} is a quantized ({payload['quant']['scheme']}) checkpoint; a "
+                           "quantized model starts from a full-precision one (train it without --scheme)")
+    if cfg.dataset == "fashion-mnist":
+        find_fashion_mnist(data_root)
 
     splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=cfg.batch_size,
                          seed=0, limit=cfg.limit) if cfg.dataset != "synthetic" else \
         load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
-    model = build_for_training(cfg, splits, results_root)
+    model = build_for_training(cfg, splits)
     t0 = time.time()
     history = train(model, splits, cfg, progress=progress, max_steps=max_steps)
     metrics = {"val_acc": history[-1].get("val_acc"), "test_acc": evaluate(model, splits.test)["acc"],

@@ -59,10 +59,14 @@ def test_missing_fashion_mnist_lists_the_ways(tmp_path, monkeypatch):
     monkeypatch.setattr(D.paths, "DATA_DIR", tmp_path / "nodata")
     monkeypatch.setattr(D.paths, "DEBIAN_FASHION_MNIST", tmp_path / "nodebian")
     with pytest.raises(D.DatasetNotFound) as err:
-        D.load_splits("fashion-mnist", root=tmp_path / "empty")
+        D.load_splits("fashion-mnist")
     msg = str(err.value)
-    for hint in ("root=", "apt-get install dataset-fashion-mnist", "download=True", str(tmp_path / "empty")):
+    for hint in ("root=", "apt-get install dataset-fashion-mnist", "download=True", str(tmp_path / "nodebian")):
         assert hint in msg
+    assert "\n" not in msg  # one line
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(D.DatasetNotFound, match=f"{tmp_path / 'empty'}"):  # a given root is the only place looked
+        D.load_splits("fashion-mnist", root=tmp_path / "empty")
 
 
 def test_cifar10_from_batch_files(tmp_path, monkeypatch):

@@ -153,6 +153,16 @@ def test_pruned_logits_equal_masked_reference(arch, scheme, mode):
         sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
+def test_pruned_layers_keep_the_model_dtype(scheme):
+    model = qmodel("resnet20", scheme).double()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    pruned = prune(model, 0.5).eval()
+    assert {p.dtype for p in pruned.parameters()} == {torch.float64}
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), masked_reference(model, pruned.pruned)(x), atol=1e-9)
+
+
 def test_ratio_zero_leaves_logits_unchanged():
     model = qmodel("resnet20", "bnn")
     x = torch.randn(3, 1, 28, 28)
@@ -251,7 +261,7 @@ def test_export_corrupt_file(tmp_path):
     path = save_packed(tmp_path / "m.qrpk", prune(qmodel("resnet20", "bnn"), 0.5))
     raw = path.read_bytes()
     path.write_bytes(raw[:-100])
-    with pytest.raises(CheckpointError, match="truncated"):
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_packed(path)
 
 

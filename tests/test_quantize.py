@@ -77,6 +77,18 @@ def test_dorefa_one_bit_weight():
     assert torch.equal(dorefa_weight(w, 1), torch.tensor([1.0, -1.0, 1.0, 1.0]))
 
 
+def test_dorefa_one_bit_gradient_is_the_authors_identity():
+    # tensorpack's DoReFa-Net (quantize_weight, bitW == 1): E = stop_gradient(mean|w|), forward
+    # E * sign(w / E) with sign's gradient the identity, so dL/dw = dL/dw_q everywhere, |w| > 1 included
+    w = torch.tensor([0.5, -1.5, 0.0, 2.0, -0.01], requires_grad=True)
+    g = torch.tensor([0.3, -0.7, 1.1, 2.0, -4.0])
+    dorefa_weight(w, 1).backward(g)
+    assert torch.equal(w.grad, g)
+    w.grad = None
+    dorefa_weight(w, 1, scale=torch.tensor(0.8)).backward(g)  # a frozen scale: the same gradient
+    assert torch.equal(w.grad, g)
+
+
 def test_dorefa_weight_gradient_is_straight_through():
     torch.manual_seed(2)
     w = torch.randn(4, 6, requires_grad=True)

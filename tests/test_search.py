@@ -6,6 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from qrepro.journal import rejected_path
+
 from qrepro.search import (JournalMismatch, SearchConfig, SizeModel, hypervolume, pareto_front, search_ratios,
                            uniform_ratio)
 
@@ -107,7 +109,11 @@ def test_resume_after_a_crash_evaluates_nothing_twice(tmp_path):
     indices = [r["index"] for r in res.records]
     assert indices == list(range(12))
     assert len(first.calls) == 8 and len(second.calls) == 12 - 8  # the 9th, pending at the crash, runs once
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    torn = '{"type": "eval", "index": 99, "val'
+    text = path.read_text().splitlines()
+    assert torn in text  # kept as it was: the journal is never rewritten
+    assert [json.loads(x)["text"] for x in rejected_path(path).read_text().splitlines()] == [torn]
+    lines = [json.loads(line) for line in text if line != torn]
     assert sum(r["type"] == "eval" for r in lines) == 12
     # the resumed run equals an uninterrupted one
     straight = search_ratios(Toy(), toy_size(), cfg(budget=12), progress=False)
@@ -123,9 +129,9 @@ def test_same_seed_same_candidates():
 
 def test_mismatched_journal_is_refused(tmp_path):
     path = tmp_path / "j.jsonl"
-    search_ratios(Toy(), toy_size(), cfg(budget=2, n_init=2), journal=path, progress=False)
+    search_ratios(Toy(), toy_size(), cfg(budget=3, n_init=2), journal=path, progress=False)
     with pytest.raises(JournalMismatch, match="another configuration"):
-        search_ratios(Toy(), toy_size(), cfg(budget=2, n_init=2, target=0.3), journal=path, progress=False)
+        search_ratios(Toy(), toy_size(), cfg(budget=3, n_init=2, target=0.3), journal=path, progress=False)
 
 
 def test_q_batch_through_a_caller_executor():

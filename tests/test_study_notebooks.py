@@ -1,13 +1,24 @@
-"""The tiny study end to end, then every notebook in order under papermill (smoke mode)."""
+"""The tiny study end to end, every notebook in order under papermill (smoke mode), and
+``status`` on real artifacts: swaps, edits, flipped bytes, deletions, code and data changes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
 import pandas as pd
 import pytest
 
 from qrepro import study
+from qrepro.cli import main
 from qrepro.export import load_packed
 from qrepro.size import MB, model_size_bytes
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
            "pareto_hypervolume"]
@@ -29,9 +40,23 @@ def smoke_results(tmp_path_factory):
     from qrepro.notebooks import run_notebooks
 
     root = tmp_path_factory.mktemp("results")
-    study.run_study(smoke=True, root=root, progress=False)
+    study.run_study(preset="smoke", root=root, progress=False)
     run_notebooks(smoke=True, root=root)
     return root
+
+
+@pytest.fixture
+def copy_of(smoke_results, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(smoke_results, root, ignore=shutil.ignore_patterns("notebooks", "figures"))
+    return root
+
+
+def status(capsys, root, *extra):
+    code = main(["status", "--preset", "smoke", "--results", str(root), *extra])
+    out = capsys.readouterr().out
+    return code, {line.split()[1]: line.split()[0] if not line.startswith("in progress") else "in progress"
+                  for line in out.splitlines()[:-2] if line.strip()}, out
 
 
 def test_every_figure_and_table_exists(smoke_results):
@@ -45,6 +70,17 @@ def test_every_figure_and_table_exists(smoke_results):
     assert len(list((smoke_results / "notebooks").glob("*.ipynb"))) == 6
 
 
+def test_executed_notebooks_show_their_figures_inline(smoke_results):
+    for nb_path in sorted((smoke_results / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        images = [o for o in outputs if "image/png" in o.get("data", {})]
+        if "save_figure" in "".join(c.source for c in nb.cells):
+            assert images, f"{nb_path.name} makes figures but shows none"
+        text = json.dumps(outputs)
+        assert "PosixPath(" not in text, nb_path.name
+
+
 def test_accuracies_are_percentages(smoke_results):
     for name, col in (("baselines", "test_top1"), ("ablation_summary", "val_top1_mean"),
                       ("search_summary", "best_val_top1_mean"), ("paper_table", "test_top1_mean")):
@@ -54,8 +90,9 @@ def test_accuracies_are_percentages(smoke_results):
 
 def test_paper_table_sizes_come_from_the_loaded_models(smoke_results):
     table = pd.read_csv(smoke_results / "tables" / "paper_table.csv")
-    for job in study.final_jobs(True):
-        model, _ = load_packed(study.final_path(job, True, smoke_results))
+    g = study.study_graph("smoke", smoke_results)
+    for job in study.final_jobs("smoke"):
+        model, _ = load_packed(g.resolve(study.final_id(job)))
         label = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}[job["model"]]
         row = table[(table.model == label) & table.configuration.str.startswith(job["method"])]
         assert row.size_MB.iloc[0] == pytest.approx(model_size_bytes(model) / MB, rel=1e-9)
@@ -63,7 +100,103 @@ def test_paper_table_sizes_come_from_the_loaded_models(smoke_results):
 
 
 def test_study_is_cached_on_a_second_run(smoke_results, capsys):
-    study.run_study(smoke=True, root=smoke_results, progress=False)
+    study.run_study(preset="smoke", root=smoke_results, progress=False)
     out = capsys.readouterr().out
     assert "[train]" not in out and "[search]" not in out and "[finetune]" not in out
-    assert out.count("[cached]") >= 3
+    assert out.count("[cached]") == len(study.study_graph("smoke", smoke_results).artifacts)
+
+
+def test_status_is_clean_after_the_study(smoke_results, capsys):
+    code, states, out = status(capsys, smoke_results)
+    assert code == 0 and set(states.values()) == {"fresh"}, out
+
+
+def test_swapped_checkpoints_are_corrupt(copy_of, capsys):
+    ck = copy_of / "checkpoints"
+    bnn, dorefa = next(ck.glob("base-bnn-*.pt")), next(ck.glob("base-dorefa-*.pt"))
+    a, b = bnn.read_bytes(), dorefa.read_bytes()
+    bnn.write_bytes(b), dorefa.write_bytes(a)
+    code, states, _ = status(capsys, copy_of)
+    assert code == 1 and states["base/bnn"] == "corrupt" and states["base/dorefa"] == "corrupt"
+    # the ablation was made from the true base models, whose keys are unchanged: rebuilding the
+    # corrupt checkpoints restores them, and nothing downstream has to run again
+    assert states["ablation"] == "fresh"
+    with pytest.raises(Exception, match="corrupt.*rebuild with: python -m qrepro study --preset smoke --stages base"):
+        study.load_base("bnn", "smoke", copy_of)
+
+
+def test_edited_journal_value_is_corrupt_and_not_read(copy_of, capsys):
+    journal = next((copy_of / "journals").glob("search-bnn-constrained-bo-*.jsonl"))
+    lines = journal.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if '"type": "eval"' in line)
+    rec = json.loads(lines[i])
+    rec["value"] = 99.9
+    lines[i] = json.dumps(rec, sort_keys=True)
+    journal.write_text("\n".join(lines) + "\n")
+    code, states, _ = status(capsys, copy_of)
+    assert code == 1 and states["search/bnn-constrained-bo-t0.2612-s0"] == "corrupt"
+    from qrepro import report
+
+    with pytest.raises(Exception, match="corrupt"):
+        report.search_frame("smoke", copy_of)
+
+
+def test_flipped_bytes_in_a_packed_model(copy_of, capsys):
+    qrpk = next((copy_of / "checkpoints").glob("final-bnn-bo-*.qrpk"))
+    raw = bytearray(qrpk.read_bytes())
+    for i in range(len(raw) - 200, len(raw) - 87):
+        raw[i] ^= 0x5A
+    qrpk.write_bytes(bytes(raw))
+    code, states, _ = status(capsys, copy_of)
+    assert code == 1 and states["final/bnn-bo-t0.2612-s0"] == "corrupt"
+    with pytest.raises(Exception, match="does not match its checksum"):
+        load_packed(qrpk)
+
+
+def test_deleted_journal_is_missing_whatever_else_remains(copy_of, capsys):
+    journal = next((copy_of / "journals").glob("search-bnn-constrained-random-*.jsonl"))
+    (journal.parent / (journal.name + ".done")).write_text("done\n")  # an old-style marker means nothing
+    journal.unlink()
+    code, states, out = status(capsys, copy_of)
+    assert code == 1 and states["search/bnn-constrained-random-t0.2612-s0"] == "missing"
+    assert "file is gone" in out
+
+
+def test_data_root_with_other_files_is_stale(copy_of, capsys, tmp_path):
+    import gzip
+
+    from qrepro.data import find_fashion_mnist
+
+    other = tmp_path / "other-data"
+    other.mkdir()
+    for f in find_fashion_mnist().iterdir():  # the same files, uncompressed: the same content, the same key
+        if f.name.endswith("-ubyte.gz") or f.name.endswith("-ubyte"):
+            raw = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+            (other / f.name.removesuffix(".gz")).write_bytes(raw)
+    code, _, out = status(capsys, copy_of, "--data-root", str(other))
+    assert code == 0, out
+    labels = other / "t10k-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[-1] = (raw[-1] + 1) % 10  # one test label changed
+    labels.write_bytes(bytes(raw))
+    code, states, out = status(capsys, copy_of, "--data-root", str(other))
+    assert code == 1 and states["base/fp"] == "stale" and "data changed" in out
+
+
+def test_one_line_of_criteria_changed_in_a_copy_of_the_package_is_stale(copy_of, tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(REPO / "qrepro", pkg / "qrepro", ignore=shutil.ignore_patterns("__pycache__"))
+    crit = pkg / "qrepro" / "criteria.py"
+    src = crit.read_text()
+    old = "victim = i if (ki, -i) < (kj, -j) else j"
+    assert old in src
+    crit.write_text(src.replace(old, "victim = j if (ki, -i) < (kj, -j) else i"))
+    env = {**os.environ, "PYTHONPATH": str(pkg)}
+    preset = str(REPO / "configs" / "studies" / "smoke.toml")  # the copy has no configs/ beside it
+    run = subprocess.run([sys.executable, "-m", "qrepro", "status", "--preset", preset, "--results", str(copy_of)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    lines = {line.split()[1]: line for line in run.stdout.splitlines()[:-2]}
+    assert lines["base/bnn"].startswith("fresh")  # training does not use the criterion
+    assert lines["ablation"].startswith("stale") and "code changed: criteria" in lines["ablation"]
+    assert "code changed: criteria" in lines["search/bnn-constrained-bo-t0.2612-s0"]

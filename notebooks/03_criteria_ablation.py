@@ -1,0 +1,64 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Criteria ablation
+#
+# Paper: L. Guerra, B. Zhuang, I. Reid, T. Drummond, *Automatic Pruning for Quantized Neural Networks*, arXiv:2002.00523 (2020).
+#
+# **The paper's full text is not reproduced here.** This package implements what its abstract states; where the paper is silent, this package chooses, and every choice is a parameter (see the README's *Choices where the paper is silent*).
+#
+# Every criterion at uniform pruning ratios (the first convolution of every basic block), on the trained BNN and 2-bit DoReFa ResNet-20, after BatchNorm re-estimation (no gradient step) and after a short fine-tune. Validation top-1 on the held-out split (the test set is kept for the final table); the random criterion is the mean and standard deviation over seeds. `redundancy` is this package's reading of the paper's criterion (closest pair of quantized filters, `|gamma|` tie-break); `redundancy-gm` uses the geometric-median tie-break.
+
+# %% tags=["parameters"]
+smoke = False  # True: read the tiny smoke study (CI)
+results = None  # results folder; None: results/
+
+# %%
+from qrepro.notebooks import check_parameters
+
+smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's values, validated
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from qrepro import report, study
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+# %%
+df = report.ablation_frame(smoke, results)
+summary = report.read_table("ablation_summary", smoke, results)
+summary[summary.stage == "bn"].pivot_table(index=["model", "ratio"], columns="criterion", values="val_top1_mean")
+
+# %%
+bn = df[df.stage == "bn"]
+fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
+for ax, kind in zip(axes, study.QUANT_KINDS):
+    sns.lineplot(bn[bn.model == kind], x="ratio", y="val_acc", hue="criterion", style="criterion", markers=True,
+                 errorbar="sd", ax=ax)
+    ax.set_title(f"{report.LABELS[kind]}: after BN re-estimation")
+    ax.set_ylabel("validation top-1 (%)")
+report.save_figure(fig, "ablation_bn", results)
+
+# %%
+ft = df[df.stage == "finetune"]
+fig, ax = plt.subplots(figsize=(9, 3.6))
+sns.barplot(ft, x="criterion", y="val_acc", hue="model", errorbar="sd", ax=ax)
+ax.set_ylabel("validation top-1 (%)")
+ax.set_title(f"after a short fine-tune at ratio {ft.ratio.iloc[0]}")
+report.save_figure(fig, "ablation_finetune", results)

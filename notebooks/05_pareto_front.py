@@ -1,0 +1,73 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. The accuracy / size Pareto front
+#
+# Paper: L. Guerra, B. Zhuang, I. Reid, T. Drummond, *Automatic Pruning for Quantized Neural Networks*, arXiv:2002.00523 (2020).
+#
+# **The paper's full text is not reproduced here.** This package implements what its abstract states; where the paper is silent, this package chooses, and every choice is a parameter (see the README's *Choices where the paper is silent*).
+#
+# The multi-objective search (qLogNEHVI, the size a known deterministic objective) returns the non-dominated set of validation accuracy against model size; beside it, the same criterion at one uniform ratio for every layer (from the ablation, after BatchNorm re-estimation).
+
+# %% tags=["parameters"]
+smoke = False  # True: read the tiny smoke study (CI)
+results = None  # results folder; None: results/
+
+# %%
+from qrepro.notebooks import check_parameters
+
+smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's values, validated
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
+
+from qrepro import report
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+# %%
+sf = report.search_frame(smoke, results)
+par = sf[sf["mode"] == "pareto"].copy()
+kind = par.model.iloc[0]
+par["size_MB"] = par.size_bytes / report.MB
+from qrepro.search import pareto_front
+mask = pareto_front(torch.tensor(par[["value", "pruned_fraction"]].to_numpy(), dtype=torch.double)).numpy()
+front = par[mask].sort_values("size_MB")
+ab = report.ablation_frame(smoke, results)
+uni = ab[(ab.model == kind) & (ab.criterion == "redundancy") & (ab.stage == "bn")].copy()
+uni["size_MB"] = uni.size_bytes / report.MB
+fig, ax = plt.subplots(figsize=(8, 4.4))
+ax.scatter(par.size_MB, par.value, s=14, alpha=0.5, label="evaluated candidates")
+ax.plot(front.size_MB, front.value, "o-", color="C3", label="Pareto front (BO)")
+ax.plot(uni.size_MB, uni.val_acc, "s--", color="C2", label="uniform ratio")
+ax.set_xlabel(f"model size (MB, {report.DEFAULT_CONVENTION.describe().split(';')[0]})", fontsize=8)
+ax.set_ylabel("validation top-1 (%)")
+ax.set_title(f"{report.LABELS[kind]} ResNet-20")
+ax.legend()
+report.save_figure(fig, "pareto_front", results)
+
+# %%
+report.read_table("pareto_front", smoke, results)
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.4))
+ax.plot(par["index"] + 1, par.hypervolume, "o-", ms=3)
+ax.set_xlabel("evaluations")
+ax.set_ylabel("hypervolume (top-1 x pruned fraction)")
+report.save_figure(fig, "pareto_hypervolume", results)

@@ -1,0 +1,349 @@
+"""The artifact graph: every cached result, what it is made from, its key and its digest.
+
+An :class:`Artifact` is one file made by one function from its config and its inputs.
+Its **key** hashes four components (showyourwork and DVC track the same things):
+
+* ``config``: the settings that determine it (canonical JSON, see :mod:`qrepro.cache`);
+* ``inputs``: the keys of the artifacts it reads;
+* ``data``: the identity of the dataset it reads (name and the SHA-256 of its files'
+  content, :func:`qrepro.data.dataset_identity`), for artifacts that read data;
+* ``code``: a fingerprint of the source it depends on -- whole ``qrepro`` modules
+  (``"criteria"``) or single functions (``"study:run_ablation"``), as a normalized syntax
+  tree, so comments and docstrings do not count and any change of code does.
+
+**One completion rule**: an artifact exists once its final atomic write has happened and
+:meth:`Graph.record` has written its SHA-256 into ``results/manifest.json``.  A file with
+no manifest record is unfinished (a journal in progress is the only resumable state).
+Reading an artifact (:meth:`Graph.resolve`) checks its digest: a swapped, edited,
+truncated or corrupted file is refused with the file, what is wrong and the command that
+rebuilds it.  :meth:`Graph.status` says, per artifact, ``fresh``, ``legacy`` (made before
+code fingerprints existed, by this config, data and inputs), ``stale`` (and which
+component changed), ``missing``, ``in progress`` or ``corrupt``.
+"""
+from __future__ import annotations
+
+import ast
+import fcntl
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import textwrap
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cache import KEY_LENGTH, config_key
+from .errors import BadInput
+from .paths import manifest_path, results_dir
+
+MANIFEST_FORMAT = 1
+USABLE = ("fresh", "legacy")
+
+
+class ArtifactError(BadInput, FileNotFoundError):
+    """An artifact that cannot be read: missing, stale or corrupt (the message says which and how to rebuild)."""
+
+
+# --------------------------------------------------------------------------- fingerprints
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_fingerprint(source: str) -> str:
+    """SHA-256 of the syntax tree of ``source`` without docstrings (comments never reach the tree)."""
+    tree = _strip_docstrings(ast.parse(textwrap.dedent(source)))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:KEY_LENGTH]
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(spec: str) -> str:
+    """Fingerprint of ``"module"`` or ``"module:function"`` inside the ``qrepro`` package."""
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(f"qrepro.{module_name}")
+    obj = getattr(module, attr) if attr else module
+    return source_fingerprint(inspect.getsource(obj))
+
+
+# --------------------------------------------------------------------------- graph
+@dataclass
+class Artifact:
+    """One cached file.  ``keyed``: the key is in the file name, so versions never overwrite
+    each other (checkpoints, journals); otherwise one stable, diffable file (tables)."""
+
+    id: str
+    folder: str
+    stem: str
+    suffix: str
+    make: Callable | None = None  # make(graph, artifact, path): writes ``path`` (atomically)
+    config: dict = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+    data: bool = False
+    keyed: bool = True
+    stage: str = ""
+    resumable: bool = False
+
+
+@dataclass
+class Status:
+    id: str
+    state: str  # fresh, legacy, stale, missing, in progress, corrupt
+    path: Path
+    detail: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.state in USABLE
+
+    def line(self, root: Path) -> str:
+        try:
+            shown = self.path.relative_to(root)
+        except ValueError:
+            shown = self.path
+        return f"{self.state:<11} {self.id:<44} {shown}" + (f"  ({self.detail})" if self.detail else "")
+
+
+class Graph:
+    """The artifacts of one study under one results folder.
+
+    ``data_identity``: a callable returning the dataset's identity (computed once, and only
+    if an artifact that reads data needs its key); ``rebuild``: the command that makes the
+    artifacts of a stage (``rebuild("search")``), named in every error.
+    """
+
+    def __init__(self, artifacts: list[Artifact], root=None, data_identity: Callable[[], dict] | None = None,
+                 rebuild: Callable[[str], str] = lambda stage: f"python -m qrepro study --stages {stage}"):
+        self.artifacts = {a.id: a for a in artifacts}
+        if len(self.artifacts) != len(artifacts):
+            raise ValueError("artifact ids must be unique")
+        self.root = results_dir(root)
+        self._data_identity = data_identity
+        self._data = None
+        self.rebuild = rebuild
+        self._components: dict[str, dict] = {}
+        self._status: dict[str, Status] = {}
+        self._digests: dict[Path, tuple[float, int, str]] = {}
+        self.progress, self.config, self.data_root = True, None, None
+        for a in artifacts:  # pin the fingerprints of the code this process runs (edits made later are not it)
+            for c in a.code:
+                code_fingerprint(c)
+
+    def __getitem__(self, id: str) -> Artifact:
+        if id not in self.artifacts:
+            raise KeyError(f"no artifact {id!r} in this study")
+        return self.artifacts[id]
+
+    def ids(self, stage: str | None = None) -> list[str]:
+        return [i for i, a in self.artifacts.items() if stage is None or a.stage == stage]
+
+    # ----------------------------------------------------------------- keys
+    def data_identity(self) -> dict:
+        if self._data is None:
+            self._data = self._data_identity() if self._data_identity else {}
+        return self._data
+
+    def components(self, id: str) -> dict:
+        if id not in self._components:
+            a = self[id]
+            self._components[id] = {
+                "config": config_key(a.config),
+                "inputs": {i: self.effective_key(i) for i in a.inputs},
+                "data": config_key(self.data_identity()) if a.data else None,
+                "code": {c: code_fingerprint(c) for c in a.code},
+            }
+        return self._components[id]
+
+    def key(self, id: str) -> str:
+        return config_key(self.components(id))
+
+    def path(self, id: str, key: str | None = None) -> Path:
+        a = self[id]
+        name = f"{a.stem}-{key or self.key(id)}{a.suffix}" if a.keyed else f"{a.stem}{a.suffix}"
+        return self.root / a.folder / name
+
+    def effective_key(self, id: str) -> str:
+        """The key of what a reader of ``id`` gets: a valid legacy artifact's recorded key, else the expected one."""
+        st = self.status(id)
+        if st.state == "legacy":
+            return self._entry_at(st.path)["key"]
+        return self.key(id)
+
+    # ----------------------------------------------------------------- manifest
+    def manifest(self) -> dict:
+        p = manifest_path(self.root)
+        if not p.exists():
+            return {"format": MANIFEST_FORMAT, "artifacts": {}}
+        stamp = (p.stat().st_mtime_ns, p.stat().st_size)
+        if getattr(self, "_manifest", (None, None))[0] == stamp:
+            return self._manifest[1]
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ArtifactError(f"the manifest {p} cannot be read ({err}); restore it from git "
+                                "(git checkout -- results/manifest.json) or rebuild the study") from None
+        if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
+            raise ArtifactError(f"the manifest {p} is not a qrepro manifest; restore it from git")
+        self._manifest = (stamp, data)
+        return data
+
+    def _rel(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+    def _entry_at(self, path: Path) -> dict | None:
+        return self.manifest()["artifacts"].get(self._rel(path))
+
+    @contextmanager
+    def _locked(self):
+        p = manifest_path(self.root)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def record(self, id: str, path: Path | None = None, legacy: bool = False, note: str | None = None) -> dict:
+        """Write ``id``'s completion record (digest, key, components); the artifact exists from now on."""
+        path = Path(path or self.path(id))
+        comps = self.components(id)
+        if legacy:
+            comps = {**comps, "code": None}
+        entry = {"id": id, "key": config_key(comps), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                 "components": comps, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if legacy:
+            entry["legacy"] = True
+        if note:
+            entry["note"] = note
+        with self._locked():
+            m = self.manifest()
+            m["format"] = MANIFEST_FORMAT
+            m["artifacts"][self._rel(path)] = entry
+            m["artifacts"] = dict(sorted(m["artifacts"].items()))
+            p = manifest_path(self.root)
+            tmp = p.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, p)
+        self._status.clear()
+        self._components.clear()
+        return entry
+
+    # ----------------------------------------------------------------- status
+    def _digest(self, path: Path) -> str:
+        st = path.stat()
+        cached = self._digests.get(path)
+        if cached and cached[:2] == (st.st_mtime, st.st_size):
+            return cached[2]
+        d = sha256_file(path)
+        self._digests[path] = (st.st_mtime, st.st_size, d)
+        return d
+
+    def _check_file(self, id: str, path: Path, entry: dict, state: str, detail: str = "") -> Status:
+        if not path.exists():
+            return Status(id, "missing", path, "recorded in the manifest but the file is gone")
+        if self._digest(path) != entry["sha256"]:
+            return Status(id, "corrupt", path, "its content differs from the SHA-256 recorded when it was written "
+                                               "(swapped, edited, truncated or damaged)")
+        return Status(id, state, path, detail)
+
+    def _why(self, recorded: dict, expected: dict) -> str:
+        why = []
+        if recorded.get("config") != expected["config"]:
+            why.append("config changed")
+        if recorded.get("data") != expected["data"]:
+            why.append("data changed")
+        changed = [i for i, k in expected["inputs"].items() if recorded.get("inputs", {}).get(i) != k]
+        if changed:
+            why.append("input changed: " + ", ".join(changed))
+        code = recorded.get("code")
+        if code is not None:
+            mods = [c for c, f in expected["code"].items() if code.get(c) != f]
+            if mods:
+                why.append("code changed: " + ", ".join(mods))
+        elif not why:
+            why.append("made before code fingerprints")
+        return "; ".join(why) or "key changed"
+
+    def status(self, id: str) -> Status:
+        if id in self._status:
+            return self._status[id]
+        a = self[id]
+        expected = self.components(id)
+        key = config_key(expected)
+        path = self.path(id, key)
+        entries = {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id}
+        here = entries.get(self._rel(path))
+        if here is not None and here["key"] == key:
+            st = self._check_file(id, path, here, "fresh")
+        else:
+            st = None
+            for rel, e in entries.items():  # a legacy artifact made by this config, data and inputs
+                same = all(e["components"].get(c) == expected[c] for c in ("config", "data", "inputs"))
+                if e.get("legacy") and same:
+                    st = self._check_file(id, self.root / rel, e, "legacy", "made before code fingerprints existed")
+                    break
+            if st is None:
+                if path.exists() and here is None:
+                    st = Status(id, "in progress" if a.resumable else "missing", path,
+                                "resumable: rerun its stage" if a.resumable else
+                                "the file has no completion record (its run did not finish)")
+                elif entries:
+                    rel, e = max(entries.items(), key=lambda kv: kv[1].get("written", ""))
+                    st = Status(id, "stale", path, self._why(e["components"], expected) + f" (have {rel})")
+                else:
+                    st = Status(id, "missing", path)
+        self._status[id] = st
+        return st
+
+    def report(self, ids=None) -> list[Status]:
+        return [self.status(i) for i in (ids or self.artifacts)]
+
+    def resolve(self, id: str) -> Path:
+        """The path of a usable (fresh or legacy) artifact, digest checked; else an :class:`ArtifactError`."""
+        st = self.status(id)
+        if st.usable:
+            return st.path
+        raise ArtifactError(f"{st.path}: {st.state}" + (f" ({st.detail})" if st.detail else "") +
+                            f"; rebuild with: {self.rebuild(self[id].stage)}")
+
+    def done(self, id: str) -> bool:
+        return self.status(id).usable
+
+    def build(self, id: str) -> Path:
+        """Make ``id`` unless it is fresh or legacy; its inputs must be usable."""
+        if self.done(id):
+            print(f"[cached] {self.status(id).path.name}")
+            return self.status(id).path
+        a = self[id]
+        for i in a.inputs:
+            self.resolve(i)
+        path = self.path(id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        st = self.status(id)
+        if path.exists() and st.state != "in progress" and (a.keyed or st.state == "corrupt"):
+            # never overwrite a checkpoint or journal someone may want back (stable tables are regenerated)
+            aside = path.with_name(f"{path.name}.{st.state.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            print(f"[moved aside] {path.name} ({st.state}: {st.detail}) -> {aside.name}")
+        a.make(self, a, path)
+        self.record(id, path)
+        return path

@@ -1,0 +1,358 @@
+"""One way to configure: dataclasses validated at the boundary, presets as TOML files, and
+command-line options generated from the same dataclasses.
+
+* :func:`from_mapping` builds a dataclass from a dict (a TOML table, a JSON object, the
+  CLI's options): unknown keys, wrong types and out-of-range values are rejected with a
+  :class:`ConfigError` naming the file and the field (``configs/studies/full.toml:
+  search.budget: expected an integer, got '60'``).  Types come from the dataclass's
+  annotations; ranges from its ``__post_init__``.
+* :func:`add_options` / :func:`options_given` turn a dataclass's scalar fields into
+  ``--field-name`` options, so no option list is ever copied by hand.
+* :class:`StudyConfig` is a study (``configs/studies/<name>.toml``), read by
+  :func:`load_study`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import BadInput
+from .paths import STUDY_PRESETS_DIR
+
+
+class ConfigError(BadInput):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+# --------------------------------------------------------------------------- validation
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a table of {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return f"a table of {tp.__name__} fields"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "none (leave it out)"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def coerce(tp, value, where: str):
+    """``value`` checked against the annotation ``tp`` (ints are accepted as floats, never the
+    reverse; ``bool`` is not an integer; strings are never parsed)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return coerce(a, value, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): coerce(item, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return value if isinstance(value, tp) else from_mapping(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config type {tp!r} of {where} is not supported")  # a bug in a dataclass, not bad input
+
+
+def check_field_types(obj, where: str = ""):
+    """Check every field of dataclass instance ``obj`` against its annotation (for dataclasses
+    built directly in Python, not through :func:`from_mapping`); ints become floats where a
+    float is annotated."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = coerce(hints[f.name], getattr(obj, f.name), f"{where}{f.name}")
+        object.__setattr__(obj, f.name, value)
+
+
+def from_mapping(cls, data, where: str = "config"):
+    """``cls(**data)`` with every field checked; a :class:`ConfigError` names ``where.field``."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table (JSON object / TOML table) with fields "
+                          f"{', '.join(names)}; got {type(data).__name__} {str(data)[:60]}")
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                          f"accepted: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
+    sep = ": " if where.endswith((".toml", ".json")) else "."  # file: field, or table.field
+    kwargs = {k: coerce(hints[k], v, f"{where}{sep}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A TOML or JSON file as a dict; one clear error for a missing, unreadable or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist (or is not a file); check the path")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {p} cannot be read as text ({err}); pass a .toml or .json file") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "TOML" if p.suffix == ".toml" else "JSON"
+        raise ConfigError(f"config file {p} is not valid {kind}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold one object of fields, got a {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------- command line
+def _scalar(tp):
+    """The scalar type of an option for annotation ``tp`` (``int | None`` -> int), or None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+    return tp if tp in (int, float, str, bool) else None
+
+
+def _parse_as(tp, name: str):
+    def parse(text: str):
+        if tp is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise argparse.ArgumentTypeError(f"--{name} takes true or false, got {text!r}")
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} takes {_type_name(tp)}, got {text!r}") from None
+    return parse
+
+
+def add_options(parser: argparse.ArgumentParser, cls, exclude=(), helps: Mapping[str, str] | None = None):
+    """One ``--field-name`` option per scalar field of dataclass ``cls`` (default: not given)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _scalar(hints[f.name])
+        if f.name in exclude or tp is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = (helps or {}).get(f.name, f.metadata.get("help", ""))
+        parser.add_argument(flag, dest=f.name, type=_parse_as(tp, flag[2:]), default=None,
+                            metavar=tp.__name__.upper(), help=f"{text} (default: {default})".strip())
+
+
+def options_given(args: argparse.Namespace, cls) -> dict:
+    """The fields of ``cls`` given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+# --------------------------------------------------------------------------- study presets
+BASE_KINDS = ("fp", "bnn", "dorefa")
+QUANT_KINDS = ("bnn", "dorefa")
+# the ablation's criteria are registered criteria plus named option sets
+CRITERION_VARIANTS = {
+    "redundancy": ("redundancy", {"tie_break": "gamma"}),
+    "redundancy-gm": ("redundancy", {"tie_break": "geometric_median"}),
+    "fpgm": ("fpgm", {}), "l1": ("l1", {}), "bn_scale": ("bn_scale", {}), "random": ("random", {}),
+}
+
+
+def _check_names(values, accepted, what: str):
+    bad = [v for v in values if v not in accepted]
+    if bad:
+        raise ValueError(f"{what}: unknown {', '.join(map(repr, bad))}; accepted values: {', '.join(accepted)}")
+
+
+def _check_targets(targets: dict, what: str):
+    _check_names(targets, QUANT_KINDS, what)
+    for kind, ts in targets.items():
+        for t in ts:
+            if not 0 < t < 1:
+                raise ValueError(f"{what}.{kind}: a size target is the fraction of the size removed, in (0, 1); got {t}")
+
+
+@dataclass
+class EvaluationSettings:
+    """What one evaluation of a pruned candidate uses (ablation and search alike)."""
+
+    bn_batches: int = 5  # batches of 128 training images for BatchNorm re-estimation
+    val_images: int = 1000  # validation images the accuracy is measured on
+
+    def __post_init__(self):
+        if self.bn_batches < 1 or self.val_images < 1:
+            raise ValueError(f"bn_batches and val_images must be at least 1, got {self.bn_batches}, {self.val_images}")
+
+
+@dataclass
+class AblationSettings:
+    criteria: list[str] = field(default_factory=lambda: list(CRITERION_VARIANTS))
+    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    finetune_ratio: float = 0.5
+    finetune_steps: int = 60
+    finetune_lr: float = 1e-4
+
+    def __post_init__(self):
+        _check_names(self.criteria, list(CRITERION_VARIANTS), "criteria")
+        if not self.ratios or not all(0 <= r < 1 for r in self.ratios + [self.finetune_ratio]):
+            raise ValueError(f"ratios must be in [0, 1), got {self.ratios} and finetune_ratio {self.finetune_ratio}")
+        if self.finetune_steps < 0 or not self.finetune_lr > 0:
+            raise ValueError("finetune_steps must be >= 0 and finetune_lr > 0")
+
+
+@dataclass
+class SearchSettings:
+    targets: dict[str, list[float]] = field(default_factory=lambda: {k: [0.2612, 0.5] for k in QUANT_KINDS})
+    methods: list[str] = field(default_factory=lambda: ["bo", "random", "uniform"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget: int = 60
+    n_init: int = 10
+    q: int = 1
+    r_max: float = 0.9
+    criterion: str = "redundancy"
+    pareto_budget: int = 60
+    pareto_model: str = "bnn"
+
+    def __post_init__(self):
+        _check_targets(self.targets, "targets")
+        _check_names(self.methods, ("bo", "random", "uniform"), "methods")
+        _check_names([self.criterion], list(CRITERION_VARIANTS), "criterion")
+        _check_names([self.pareto_model], QUANT_KINDS, "pareto_model")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if min(self.budget, self.n_init, self.q, self.pareto_budget) < 1:
+            raise ValueError("budget, n_init, q and pareto_budget must be at least 1")
+        if "bo" in self.methods and self.n_init >= self.budget:
+            raise ValueError(f"n_init ({self.n_init}) must be smaller than budget ({self.budget}), or BO never runs")
+        if not 0 < self.r_max < 1:
+            raise ValueError(f"r_max must be in (0, 1), got {self.r_max}")
+
+
+@dataclass
+class FinalSettings:
+    epochs: float = 0.25
+    lr: float = 1e-4
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    targets: dict[str, list[float]] = field(default_factory=lambda: {k: [0.2612, 0.5] for k in QUANT_KINDS})
+
+    def __post_init__(self):
+        _check_targets(self.targets, "targets")
+        if not self.epochs > 0 or not self.lr > 0 or not self.seeds:
+            raise ValueError("epochs and lr must be positive and seeds non-empty")
+
+
+@dataclass
+class StudyConfig:
+    """A whole study (``configs/studies/<name>.toml``).  ``base.<kind>`` holds the
+    :class:`~qrepro.train.TrainConfig` fields of each base model; ``arch``, ``dataset``,
+    ``val_size`` and ``limit`` are the study's and must not be repeated there."""
+
+    name: str
+    dataset: str = "fashion-mnist"
+    arch: str = "resnet20"
+    val_size: int = 5000
+    limit: int | None = None
+    base: dict[str, dict] = field(default_factory=dict)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    final: FinalSettings = field(default_factory=FinalSettings)
+
+    def __post_init__(self):
+        from .data import DATASETS
+        from .models import ARCHITECTURES
+        from .train import TrainConfig
+
+        _check_names([self.dataset], DATASETS, "dataset")
+        _check_names([self.arch], list(ARCHITECTURES), "arch")
+        if sorted(self.base) != sorted(BASE_KINDS):
+            raise ValueError(f"base must have exactly the tables {', '.join(BASE_KINDS)}; got {', '.join(self.base)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
+        for kind, entry in self.base.items():
+            clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
+            if clash:
+                raise ValueError(f"base.{kind}: {', '.join(clash)} are set by the study, not per model")
+            from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")  # validates the entry
+
+    def base_fields(self, kind: str) -> dict:
+        return {"arch": self.arch, "dataset": self.dataset, "val_size": self.val_size, "limit": self.limit,
+                **self.base[kind]}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def preset_path(name: str | Path) -> Path:
+    """A study preset by name (``configs/studies/<name>.toml``) or by path."""
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    return STUDY_PRESETS_DIR / f"{name}.toml"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in STUDY_PRESETS_DIR.glob("*.toml"))
+
+
+def load_study(name: str | Path = "full") -> StudyConfig:
+    """Read and validate a study preset; errors name the file and the field."""
+    path = preset_path(name)
+    if not path.is_file():
+        raise ConfigError(f"no study preset {str(name)!r} ({path} does not exist); "
+                          f"presets: {', '.join(available_presets())}, or pass a .toml path")
+    data = read_config_file(path)
+    data.setdefault("name", path.stem)
+    return from_mapping(StudyConfig, data, str(path))

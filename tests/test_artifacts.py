@@ -1,0 +1,153 @@
+"""The artifact graph: keys follow config, inputs, data and code; digests catch swaps and
+edits; one completion rule; status says why.  A toy graph here (seconds); the smoke study in
+tests/test_study_notebooks.py repeats the checks on real artifacts."""
+import json
+import os
+import shutil
+
+import pytest
+
+from qrepro import artifacts
+from qrepro.artifacts import Artifact, ArtifactError, Graph, source_fingerprint
+from qrepro.cache import config_key
+from qrepro.cli import main
+
+
+def test_key_ignores_order_and_int_float_spelling():
+    assert config_key({"a": 1, "b": [1, 2]}) == config_key({"b": [1, 2], "a": 1.0})
+    assert config_key({"a": 1}) != config_key({"a": 2})
+    assert config_key({"a": [1, 2]}) != config_key({"a": [2, 1]})
+    assert config_key({"a": {"x": None}}) != config_key({"a": {"x": 0}})
+
+
+def test_code_fingerprint_ignores_docstrings_and_comments_not_code():
+    a = 'def f(x):\n    """doc"""\n    return x + 1  # one\n'
+    assert source_fingerprint(a) == source_fingerprint('def f(x):\n    """other doc"""\n    return x + 1\n')
+    assert source_fingerprint(a) != source_fingerprint('def f(x):\n    return x + 2\n')
+
+
+def _writer(text):
+    def make(graph, art, path):
+        path.write_text(text + "".join(graph.resolve(i).read_text() for i in art.inputs))
+    return make
+
+
+def toy(root, data=("d", 1), a_config=1, code=("errors",)):
+    arts = [Artifact("a", "checkpoints", "a", ".txt", _writer("A"), {"n": a_config}, (), code, True, stage="one"),
+            Artifact("b", "journals", "b", ".txt", _writer("B"), {}, ("a",), (), stage="two", resumable=True),
+            Artifact("t", "tables", "t", ".csv", _writer("T"), {}, ("b",), (), keyed=False, stage="two")]
+    return Graph(arts, root, data_identity=lambda: {"dataset": data[0], "files": {"x": data[1]}})
+
+
+def build_all(g):
+    for i in g.artifacts:
+        g.build(i)
+
+
+def states(g):
+    return {s.id: s.state for s in g.report()}
+
+
+def test_fresh_after_build_and_recorded_digest(tmp_path):
+    g = toy(tmp_path)
+    assert states(g) == {"a": "missing", "b": "missing", "t": "missing"}
+    build_all(g)
+    assert states(toy(tmp_path)) == {"a": "fresh", "b": "fresh", "t": "fresh"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    entry = manifest[str(g.path("a").relative_to(tmp_path))]
+    assert entry["sha256"] == artifacts.sha256_file(g.path("a")) and entry["id"] == "a"
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(a_config=2), "config changed"),
+    (dict(data=("d", 2)), "data changed"),
+    (dict(code=("journal",)), "code changed: journal"),
+])
+def test_changes_make_stale_with_the_reason_and_downstream_follows(tmp_path, change, reason):
+    build_all(toy(tmp_path))
+    g = toy(tmp_path, **change)
+    st = g.status("a")
+    assert st.state == "stale" and reason in st.detail
+    assert g.status("b").state == "stale" and "input changed: a" in g.status("b").detail
+    assert g.status("t").state == "stale"
+    with pytest.raises(ArtifactError, match="stale.*rebuild with: python -m qrepro study --stages one"):
+        g.resolve("a")
+
+
+def test_swapped_edited_or_truncated_files_are_corrupt(tmp_path):
+    g = toy(tmp_path)
+    build_all(g)
+    a, b = g.path("a"), g.path("b")
+    a_text, b_text = a.read_text(), b.read_text()
+    a.write_text(b_text), b.write_text(a_text)  # swap
+    g = toy(tmp_path)
+    assert g.status("a").state == "corrupt" and g.status("b").state == "corrupt"
+    with pytest.raises(ArtifactError, match=r"a-\w+\.txt: corrupt .*swapped, edited"):
+        g.resolve("a")
+    a.write_text(a_text[:-1])  # truncated
+    assert toy(tmp_path).status("a").state == "corrupt"
+
+
+def test_rebuilding_a_corrupt_artifact_moves_it_aside(tmp_path):
+    g = toy(tmp_path)
+    build_all(g)
+    g.path("a").write_text("tampered")
+    g = toy(tmp_path)
+    g.build("a")
+    assert g.status("a").state == "fresh" and g.path("a").read_text() == "A"
+    aside = [p for p in (tmp_path / "checkpoints").iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_text() == "tampered"
+
+
+def test_deleted_file_is_missing_and_unrecorded_file_is_not_done(tmp_path):
+    g = toy(tmp_path)
+    build_all(g)
+    os.remove(g.path("b"))
+    st = toy(tmp_path).status("b")
+    assert st.state == "missing" and "file is gone" in st.detail
+    # a journal written but never recorded (its run was killed) is "in progress", never done
+    g = toy(tmp_path, a_config=3)
+    g.build("a")
+    g.path("b").write_text("half")
+    assert g.status("b").state == "in progress" and not g.done("b")
+
+
+def test_legacy_entries_are_usable_until_their_config_data_or_inputs_change(tmp_path):
+    g = toy(tmp_path)
+    g.path("a").parent.mkdir(parents=True)
+    old = g.path("a").with_name("a-000000000000.txt")
+    old.write_text("A made long ago")
+    g.record("a", old, legacy=True)
+    g = toy(tmp_path)
+    assert g.status("a").state == "legacy" and g.resolve("a") == old
+    g.build("b")  # reads the legacy input
+    assert toy(tmp_path).status("b").state == "fresh"
+    assert toy(tmp_path, data=("d", 9)).status("a").state == "stale"
+    old.write_text("edited")
+    assert toy(tmp_path).status("a").state == "corrupt"
+
+
+def test_status_cli_exit_codes_on_the_committed_cache():
+    # every artifact of the committed study is fresh or legacy (exit 0), and legacy ones are named
+    from qrepro.study import status_lines
+
+    lines, code = status_lines("full")
+    assert code == 0, "\n".join(lines)
+    assert any(line.startswith("legacy") for line in lines)
+    assert not any(line.split()[0] in ("stale", "missing", "corrupt") for line in lines[:-1])
+
+
+def test_status_cli_reports_a_swap_with_exit_1(tmp_path, capsys):
+    from qrepro.paths import RESULTS_DIR
+
+    root = tmp_path / "results"
+    shutil.copytree(RESULTS_DIR, root, ignore=shutil.ignore_patterns("notebooks", "figures"))
+    ck = root / "checkpoints"
+    bnn, dorefa = sorted(ck.glob("base-bnn-*.pt"))[0], sorted(ck.glob("base-dorefa-*.pt"))[0]
+    bnn_bytes = bnn.read_bytes()
+    bnn.write_bytes(dorefa.read_bytes())
+    dorefa.write_bytes(bnn_bytes)
+    assert main(["status", "--results", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt     base/bnn" in out and "corrupt     base/dorefa" in out
+    assert "rebuild with: python -m qrepro study --preset full" in out
