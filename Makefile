@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test test-fast reproduce study status benchmark clean
+.PHONY: help setup data test test-fast reproduce teach study status benchmark gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,8 +53,14 @@ status: setup ## one line per artifact of the study: fresh, legacy, stale (why),
 reproduce: setup ## check the cache (status), then regenerate every figure from it (the main job)
 	$(PY) -m qrepro reproduce --preset $(STUDY) --results $(STUDY_DIR)
 
+teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minute each, base checkpoints only)
+	$(PY) -m qrepro teach --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
+
 benchmark: setup ## print speed figures (ratios measured side by side in one run)
 	$(PY) benchmarks/benchmark.py
+
+gpu-check: ## on a GPU machine: GPU tests, a short study on cuda, GPU throughput; JSON summary (runs from the source tree, no venv)
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py
 
 clean: ## remove the virtual environment and caches (keeps results/)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

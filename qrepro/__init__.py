@@ -6,6 +6,13 @@ its own choices, each a parameter (see ``README.md`` and ``../shared/spec/METHOD
 """
 __version__ = "0.1.0"
 
+import warnings
+
+# Noise that says nothing to a reader: tqdm falls back to a text bar without ipywidgets, and torch
+# deprecates torch.jit.script, which gpytorch still calls at import.
+warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+
 from .quantize import (binarize_activation, binarize_weight, dorefa_activation, dorefa_weight,  # noqa: F401
                        quantize_model)
 from .size import model_size_bytes, size_breakdown  # noqa: F401

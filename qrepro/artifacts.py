@@ -314,6 +314,28 @@ class Graph:
         self._status[id] = st
         return st
 
+    def orphans(self) -> list[str]:
+        """Recorded files of this study's artifacts that no current artifact resolves to: older
+        versions left behind when a config, input, data or code change gave an artifact a new key."""
+        current = {self._rel(self.status(i).path) for i in self.artifacts}
+        return [rel for rel, e in self.manifest()["artifacts"].items()
+                if e.get("id") in self.artifacts and rel not in current]
+
+    def remove_orphans(self) -> list[str]:
+        """Delete :meth:`orphans` (files and manifest records); returns what was removed."""
+        gone = self.orphans()
+        with self._locked():
+            m = self.manifest()
+            for rel in gone:
+                (self.root / rel).unlink(missing_ok=True)
+                m["artifacts"].pop(rel, None)
+            p = manifest_path(self.root)
+            tmp = p.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, p)
+        self._status.clear()
+        return gone
+
     def report(self, ids=None) -> list[Status]:
         return [self.status(i) for i in (ids or self.artifacts)]
 

@@ -51,6 +51,7 @@ class SearchJob:
     num_restarts: int = 8
     raw_samples: int = 256
     ref_accuracy: float | None = None
+    device: str = "auto"  # auto, cpu, cuda, cuda:<i>
 
     def __post_init__(self):
         from .criteria import CRITERIA
@@ -73,7 +74,8 @@ def _cmd_train(args) -> int:
     cfg.update(options_given(args, TrainConfig))
     tc = from_mapping(TrainConfig, cfg, args.config or "train options")
     out = check_output_file(args.out, "--out")
-    _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps)
+    _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
+                             device=args.device)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     print(f"checkpoint: {out}")
     return 0
@@ -95,6 +97,9 @@ def _cmd_search(args) -> int:
     summary = Path(job.summary or journal.with_suffix(".summary.json"))
     check_output_file(journal, f"{args.config}: journal")
     check_output_file(summary, f"{args.config}: summary")
+    from .device import resolve_device
+
+    resolve_device(job.device)
     model, payload = load_checkpoint(job.checkpoint)
     if not payload.get("quant"):
         raise BadInput(f"{args.config}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
@@ -111,7 +116,7 @@ def _cmd_search(args) -> int:
     dataset = job.dataset or payload["config"].get("dataset", "fashion-mnist")
     splits = load_splits(dataset, root=job.data_root)
     objective = PruneObjective(model, splits, job.criterion, job.bn_batches, job.val_images, job.finetune_steps,
-                               criterion_options=job.criterion_options)
+                               criterion_options=job.criterion_options, device=job.device)
     sc.extra["objective"] = objective.describe()
     result = search_ratios(objective, size, sc, journal=journal)
     best = result.best
@@ -127,7 +132,17 @@ def _cmd_search(args) -> int:
 
 
 def _preset(args):
-    return "smoke" if getattr(args, "smoke", False) else args.preset
+    """The study the options name: a preset (``--smoke``: ``smoke``), shrunk by ``--limit``, on ``--device``."""
+    import dataclasses
+
+    from .config import load_study
+
+    cfg = load_study("smoke" if getattr(args, "smoke", False) else args.preset)
+    if getattr(args, "limit", None) is not None:
+        cfg = cfg.shrunk(args.limit)
+    if getattr(args, "device", None):
+        cfg = dataclasses.replace(cfg, device=args.device)
+    return cfg
 
 
 def _cmd_study(args) -> int:
@@ -139,11 +154,22 @@ def _cmd_study(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from .study import status_lines
+    from .study import status_lines, study_graph
 
+    if args.remove_orphans:
+        for rel in study_graph(_preset(args), args.results, args.data_root).remove_orphans():
+            print(f"removed {rel} (an older version)")
     lines, code = status_lines(_preset(args), args.results, args.data_root)
     print("\n".join(lines))
     return code
+
+
+def _cmd_teach(args) -> int:
+    """Execute the teaching notebooks (they read only the base checkpoints of the full or smoke study)."""
+    from .notebooks import run_notebooks
+
+    run_notebooks(smoke=args.smoke, root=args.results, only=args.only, track="teaching")
+    return 0
 
 
 def _cmd_reproduce(args) -> int:
@@ -161,7 +187,11 @@ def _cmd_reproduce(args) -> int:
         print("reproduce stopped: the cache above is not complete and fresh (reproduce only reads it)",
               file=sys.stderr)
         return 1
-    run_notebooks(smoke=_preset(args) == "smoke", root=args.results, only=args.only)
+    cfg = _preset(args)
+    if cfg.name not in ("full", "smoke"):
+        raise BadInput(f"the notebooks read the 'full' or the 'smoke' study, not {cfg.name!r}; "
+                       "use --preset full or --smoke (status and study work with every preset)")
+    run_notebooks(smoke=cfg.name == "smoke", root=args.results, only=args.only)
     return 0
 
 
@@ -171,6 +201,8 @@ def _study_options(p, data=True):
                    help=f"study preset: configs/studies/<NAME>.toml ({', '.join(available_presets())}) or a path")
     p.add_argument("--smoke", action="store_true", help="the same as --preset smoke")
     p.add_argument("--results", help="results folder (default: results/)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="the preset's code paths at a tiny scale: N training images, short schedules (smoke runs)")
     if data:
         p.add_argument("--data-root", help="folder holding the dataset (default: data/, then the system's)")
 
@@ -187,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint path to write")
     t.add_argument("--data-root", help="folder holding the dataset")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<i>")
     add_options(t, TrainConfig, exclude=("arch_kwargs",))
     t.set_defaults(func=_cmd_train)
 
@@ -198,17 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")
     st.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
                     help=f"stages to run, of {' '.join(STAGES)} (default: all)")
+    st.add_argument("--device", help="auto, cpu, cuda or cuda:<i> (default: the preset's device field)")
     _study_options(st)
     st.set_defaults(func=_cmd_study)
 
     ss = sub.add_parser("status", help="one line per artifact: fresh, legacy, stale (why), missing, corrupt")
     _study_options(ss)
+    ss.add_argument("--remove-orphans", action="store_true",
+                    help="delete older versions of this study's artifacts (files no current artifact resolves to)")
     ss.set_defaults(func=_cmd_status)
 
     r = sub.add_parser("reproduce", help="check the cache (status), then execute the notebooks with papermill")
     _study_options(r)
     r.add_argument("--only", nargs="+", help="run only notebooks whose names contain these strings")
     r.set_defaults(func=_cmd_reproduce)
+
+    te = sub.add_parser("teach", help="execute the teaching notebooks (notebooks/teaching) with papermill")
+    te.add_argument("--smoke", action="store_true", help="read the smoke study's base checkpoints")
+    te.add_argument("--results", help="results folder (default: results/)")
+    te.add_argument("--only", nargs="+", help="run only notebooks whose names contain these strings")
+    te.set_defaults(func=_cmd_teach)
     return parser
 
 

@@ -304,6 +304,9 @@ class StudyConfig:
     arch: str = "resnet20"
     val_size: int = 5000
     limit: int | None = None
+    image_size: int | None = None  # ImageNet only: the crop size (224 by default)
+    workers: int = 2  # ImageNet only: DataLoader worker processes decoding JPEGs (not part of any key)
+    device: str = "auto"  # where it runs: auto, cpu, cuda, cuda:<i> (not part of any key; recorded in each artifact)
     base: dict[str, dict] = field(default_factory=dict)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
@@ -321,6 +324,14 @@ class StudyConfig:
             raise ValueError(f"base must have exactly the tables {', '.join(BASE_KINDS)}; got {', '.join(self.base)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.image_size is not None and (self.dataset != "imagenet" or self.image_size < 8):
+            raise ValueError("image_size is an ImageNet setting of at least 8 pixels")
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
         for kind, entry in self.base.items():
             clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
             if clash:
@@ -333,6 +344,28 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def shrunk(self, limit: int = 128, image_size: int = 32) -> "StudyConfig":
+        """This preset's code paths at a tiny scale, for a smoke run (``--limit``): ``limit``
+        training images, every base model trained for one epoch at most (a quarter when
+        ``limit`` is small), the ablation on two criteria at one ratio, searches of 4
+        evaluations at the first target and seed, ImageNet crops of ``image_size``.  ``limit``
+        is at least 128, one batch of the study's loaders."""
+        if limit < 128:
+            raise ConfigError(f"--limit must be at least 128 (one training batch of the study), got {limit}")
+        base = {k: {**v, "epochs": min(float(v.get("epochs", 1)), 1.0), "warmup_epochs": 0.0,
+                    "batch_size": min(int(v.get("batch_size", 128)), 32)} for k, v in self.base.items()}
+        first = {k: v[:1] for k, v in self.search.targets.items()}
+        return dataclasses.replace(
+            self, name=f"{self.name}-limit{limit}", limit=limit, val_size=min(self.val_size, max(limit // 2, 16)),
+            image_size=image_size if self.dataset == "imagenet" else None, workers=0, base=base,
+            evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images, 64)),
+            ablation=dataclasses.replace(self.ablation, criteria=self.ablation.criteria[:2], ratios=[0.5],
+                                         random_seeds=[0], finetune_steps=2),
+            search=dataclasses.replace(self.search, targets=first, seeds=self.search.seeds[:1], budget=4, n_init=2,
+                                       pareto_budget=4),
+            final=dataclasses.replace(self.final, epochs=0.05, seeds=self.final.seeds[:1],
+                                      targets={k: v[:1] for k, v in self.final.targets.items()}))
 
 
 def preset_path(name: str | Path) -> Path:

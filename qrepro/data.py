@@ -13,6 +13,8 @@ Where Fashion-MNIST is looked for, in order: the folder passed as ``root``,
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gzip
 import struct
 from dataclasses import dataclass
@@ -71,6 +73,18 @@ class TensorLoader:
     def dataset_size(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> "TensorLoader":
+        """The same loader with its images, labels and normalization on ``device`` (the whole
+        dataset stays there, so no batch is copied from the host during training)."""
+        out = copy.copy(self)
+        out.images, out.labels = self.images.to(device), self.labels.to(device)
+        out.mean, out.std = self.mean.to(device), self.std.to(device)
+        return out
+
     def subset(self, n_images: int | None = None, **options) -> "TensorLoader":
         """A loader over the first ``n_images`` (all if None) with the same normalization and
         augmentation settings; ``options`` override batch_size, shuffle, augment, seed, ..."""
@@ -78,20 +92,21 @@ class TensorLoader:
         kw = dict(batch_size=self.batch_size, shuffle=False, augment=False, pad=self.pad, flip=self.flip,
                   mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()),
                   seed=self.seed)
-        return TensorLoader(self.images[:n], self.labels[:n], **{**kw, **options})
+        return TensorLoader(self.images[:n], self.labels[:n], **{**kw, **options}).to(self.device)
 
     def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.pad
         padded = torch.nn.functional.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=g)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=g)
-        rows = (dy.view(b, 1) + torch.arange(h).view(1, h))  # (B, H)
-        cols = (dx.view(b, 1) + torch.arange(w).view(1, w))  # (B, W)
-        idx_b = torch.arange(b).view(b, 1, 1)
+        dev = x.device  # random numbers come from the CPU generator, so every device sees the same batches
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(dev)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=g).to(dev)
+        rows = (dy.view(b, 1) + torch.arange(h, device=dev).view(1, h))  # (B, H)
+        cols = (dx.view(b, 1) + torch.arange(w, device=dev).view(1, w))  # (B, W)
+        idx_b = torch.arange(b, device=dev).view(b, 1, 1)
         out = padded.permute(0, 2, 3, 1)[idx_b, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
         if self.flip:
-            flip = torch.rand(b, generator=g) < 0.5
+            flip = (torch.rand(b, generator=g) < 0.5).to(dev)
             out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
         return out
 
@@ -100,6 +115,7 @@ class TensorLoader:
         self.epoch += 1
         n = len(self.labels)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images[idx].float().div_(255)
@@ -119,6 +135,12 @@ class Splits:
     in_channels: int
     image_size: int
     source: str
+
+    def to(self, device) -> "Splits":
+        """In-memory loaders moved to ``device``; a torchvision ``DataLoader`` is left as it is
+        (its batches are moved as they are used)."""
+        move = lambda ld: ld.to(device) if isinstance(ld, TensorLoader) else ld  # noqa: E731
+        return dataclasses.replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
 
     @property
     def train_eval(self):
@@ -150,6 +172,28 @@ def _make_splits(x_train, y_train, x_test, y_test, name, source, val_size, batch
         num_classes=int(max(y_train.max(), y_test.max())) + 1,
         in_channels=x_train.shape[1], image_size=x_train.shape[-1], source=str(source),
     )
+
+
+def loader_size(loader) -> int:
+    """Number of images a loader serves (in-memory loader or torchvision ``DataLoader``)."""
+    return loader.dataset_size if isinstance(loader, TensorLoader) else len(loader.dataset)
+
+
+def subset_loader(loader, n_images: int | None = None, batch_size: int | None = None, shuffle: bool = False,
+                  augment: bool = False, seed: int = 0):
+    """A loader over the first ``n_images`` of ``loader``'s data, in a fixed order (or a seeded
+    shuffle): the in-memory loader's :meth:`TensorLoader.subset`, or a ``DataLoader`` over a
+    ``Subset`` of the same dataset and transforms (``augment`` is the dataset's to decide there)."""
+    if isinstance(loader, TensorLoader):
+        return loader.subset(n_images, batch_size=batch_size or loader.batch_size, shuffle=shuffle,
+                             augment=augment, seed=seed)
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(loader.dataset) if n_images is None else min(n_images, len(loader.dataset))
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(Subset(loader.dataset, range(n)), batch_size=batch_size or loader.batch_size, shuffle=shuffle,
+                      generator=g if shuffle else None, num_workers=loader.num_workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 # --------------------------------------------------------------------------- IDX (Fashion-MNIST)
@@ -280,7 +324,7 @@ def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, 
     if limit:
         tr, va = tr[:limit], va[:max(1, limit // 10)]
     g = torch.Generator().manual_seed(seed)
-    kw = dict(batch_size=batch_size, num_workers=workers)
+    kw = dict(batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available())
     return Splits(
         train=DataLoader(Subset(train_full, tr.tolist()), shuffle=True, generator=g, drop_last=True, **kw),
         val=DataLoader(Subset(train_eval, va.tolist()), **kw),
@@ -291,7 +335,7 @@ def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, 
 
 # --------------------------------------------------------------------------- synthetic
 def load_synthetic(num_classes=4, n_train=512, n_test=128, image_size=8, in_channels=1, batch_size=64, seed=0,
-                   val_size=None, limit=None, **_) -> Splits:
+                   val_size=None, limit=None) -> Splits:
     """A small deterministic task for tests: each class is a fixed random template plus noise."""
     g = torch.Generator().manual_seed(1234)
     templates = torch.rand(num_classes, in_channels, image_size, image_size, generator=g)
@@ -369,3 +413,50 @@ def hashlib_text(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- tiny stand-ins (smoke runs, tests)
+def write_fake_cifar10(root, per_batch: int = 40, test: int = 20, seed: int = 0) -> Path:
+    """Random images in torchvision's CIFAR-10 format (``root/cifar-10-batches-py/``), for smoke
+    runs and tests where the real data is absent.  torchvision checks the real files' MD5, so a
+    reader of these must skip that check (``skip_cifar10_integrity_check``)."""
+    import pickle
+
+    base = Path(root) / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def batch(n):
+        return {"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), "labels": list(np.arange(n) % 10)}
+
+    for i in range(1, 6):
+        with open(base / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(per_batch), f)
+    with open(base / "test_batch", "wb") as f:
+        pickle.dump(batch(test), f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    return Path(root)
+
+
+def skip_cifar10_integrity_check():
+    """Let torchvision's CIFAR-10 reader open :func:`write_fake_cifar10`'s files (it checks MD5s)."""
+    import torchvision.datasets.cifar as cifar
+
+    cifar.CIFAR10._check_integrity = lambda self: True
+    cifar.check_integrity = lambda *a, **k: True
+
+
+def write_fake_imagefolder(root, classes=("n01440764", "n01443537", "n01484850"), train: int = 60, val: int = 4,
+                           size=(48, 56), seed: int = 0) -> Path:
+    """Random JPEGs in ImageNet's ImageFolder layout (``root/{train,val}/<class>/*.JPEG``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("val", val)):
+        for cls in classes:
+            d = Path(root) / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(d / f"{cls}_{i}.JPEG")
+    return Path(root)

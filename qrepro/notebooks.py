@@ -1,7 +1,8 @@
-"""Execute the numbered notebooks in order with papermill (``make reproduce``).
+"""Execute the notebooks in order with papermill: the results track (``notebooks/NN_*``,
+``make reproduce``) and the teaching track (``notebooks/teaching/T*_*``, ``make teach``).
 
 Each notebook is run with ``smoke`` and ``results`` injected after its ``parameters``
-cell; the executed copy lands in ``results/notebooks/``.  A progress line per notebook
+cell; the executed copy lands in ``results/notebooks/`` (``results/notebooks/teaching/``).  A progress line per notebook
 gives its time.  The notebooks only read the cache: a missing or stale artifact stops
 the run with the error naming the command that makes it.
 """
@@ -11,21 +12,28 @@ import sys
 import time
 from pathlib import Path
 
-from .paths import NOTEBOOKS_DIR, executed_notebooks_dir, results_dir
+from .errors import BadInput
+from .paths import NOTEBOOKS_DIR, TEACHING_DIR, executed_notebooks_dir, results_dir
+
+TRACKS = {"results": (NOTEBOOKS_DIR, "[0-9][0-9]_*.ipynb"), "teaching": (TEACHING_DIR, "T[0-9]_*.ipynb")}
 
 
-def notebook_paths() -> list[Path]:
-    """The numbered notebooks, in the order they run."""
-    return sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+def notebook_paths(track: str = "results") -> list[Path]:
+    """The notebooks of ``track``, in the order they run."""
+    if track not in TRACKS:
+        raise BadInput(f"unknown notebook track {track!r}; accepted values: {', '.join(TRACKS)}")
+    folder, pattern = TRACKS[track]
+    return sorted(folder.glob(pattern))
 
 
-def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3") -> list[Path]:
+def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3",
+                  track: str = "results") -> list[Path]:
     import papermill as pm
 
     root = results_dir(root).resolve()
-    out_dir = executed_notebooks_dir(root)
+    out_dir = executed_notebooks_dir(root) / ("teaching" if track == "teaching" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
-    books = [p for p in notebook_paths() if not only or any(o in p.name for o in only)]
+    books = [p for p in notebook_paths(track) if not only or any(o in p.name for o in only)]
     if not books:
         raise FileNotFoundError(f"no notebooks matched {only} in {NOTEBOOKS_DIR}")
     written, start = [], time.time()
@@ -35,7 +43,7 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
         out = out_dir / nb.name
         try:
             pm.execute_notebook(str(nb), str(out), parameters={"smoke": smoke, "results": str(root)},
-                                kernel_name=kernel, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                                kernel_name=kernel, cwd=str(nb.parent), progress_bar=False,
                                 execution_timeout=timeout)
         except pm.PapermillExecutionError as err:
             print(f" FAILED after {time.time() - t0:.0f} s", flush=True)

@@ -3,7 +3,8 @@ re-estimate BatchNorm on a few training batches (no gradient step), optionally f
 a few steps, and return the top-1 accuracy on the held-out validation split.
 
 :class:`PruneObjective` is a picklable callable, so ``search.search_ratios`` can send it to
-worker processes; every choice it makes is in :meth:`PruneObjective.describe`, which goes
+worker processes; it runs on the device of the model it is given (or ``device``), with the
+in-memory loader or a torchvision ``DataLoader`` alike; every choice it makes is in :meth:`PruneObjective.describe`, which goes
 into the search journal's key.
 """
 from __future__ import annotations
@@ -13,20 +14,22 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .data import TensorLoader
+from .data import loader_size, subset_loader
+from .device import model_device, resolve_device, to_device
 from .prune import prune, recalibrate_batchnorm
 from .train import TrainConfig, evaluate, make_optimizer
 
 
-def finetune(model, loader: TensorLoader, steps: int, lr: float = 1e-4, seed: int = 0):
+def finetune(model, loader, steps: int, lr: float = 1e-4, seed: int = 0):
     """``steps`` Adam steps on ``loader`` (cycled, fixed seed); returns the model in eval mode."""
     torch.manual_seed(seed)
     opt = make_optimizer(model, TrainConfig(optimizer="adam", lr=lr, weight_decay=0.0))
     model.train()
+    device = model_device(model)
     done = 0
     while done < steps:
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(to_device(x, device)), to_device(y, device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -42,16 +45,18 @@ class PruneObjective:
 
     def __init__(self, model, splits, criterion: str = "redundancy", bn_batches: int = 20, val_images: int | None = None,
                  finetune_steps: int = 0, finetune_lr: float = 1e-4, criterion_options: dict | None = None,
-                 mode: str = "block", batch_size: int = 256, seed: int = 0):
+                 mode: str = "block", batch_size: int = 256, seed: int = 0, device=None):
         self.model = copy.deepcopy(model).eval()
+        if device is not None:  # else the model's own device
+            self.model.to(resolve_device(device))
         self.criterion, self.bn_batches, self.mode = criterion, bn_batches, mode
         self.finetune_steps, self.finetune_lr, self.seed = finetune_steps, finetune_lr, seed
         self.criterion_options = dict(criterion_options or {})
         # fixed batches: every candidate sees the same BatchNorm and validation images
-        self.bn_loader = splits.train.subset(bn_batches * 128, batch_size=128)
-        self.ft_loader = splits.train.subset(max(1, finetune_steps) * 128, batch_size=128, augment=True)
-        self.val = splits.val.subset(val_images, batch_size=batch_size)
-        self.val_images = len(self.val.labels)
+        self.bn_loader = subset_loader(splits.train, bn_batches * 128, batch_size=128)
+        self.ft_loader = subset_loader(splits.train, max(1, finetune_steps) * 128, batch_size=128, augment=True)
+        self.val = subset_loader(splits.val, val_images, batch_size=batch_size)
+        self.val_images = loader_size(self.val)
 
     def describe(self) -> dict:
         return {"criterion": self.criterion, "criterion_options": self.criterion_options,

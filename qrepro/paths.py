@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("QREPRO_DATA", REPO_ROOT / "data"))
 RESULTS_DIR = Path(os.environ.get("QREPRO_RESULTS", REPO_ROOT / "results"))
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+TEACHING_DIR = NOTEBOOKS_DIR / "teaching"
 CONFIGS_DIR = REPO_ROOT / "configs"
 STUDY_PRESETS_DIR = CONFIGS_DIR / "studies"
 

@@ -39,6 +39,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from .device import model_device, to_device
 from .errors import BadInput
 from .criteria import CRITERIA, LayerView, check_options, select_filters
 from .quantize import conv_from, is_quantized, linear_from
@@ -302,11 +303,12 @@ def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> nn.Mod
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average over the batches seen
     model.train()
+    device = model_device(model)
     seen = 0
     for x, _ in loader:
         if seen >= batches:
             break
-        model(x)
+        model(to_device(x, device))
         seen += 1
     if seen == 0:
         raise PruneError("recalibrate_batchnorm: the loader yielded no batches")

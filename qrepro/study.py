@@ -62,8 +62,12 @@ def study_settings(preset=False) -> dict:
 
 
 def _rebuild_command(cfg: StudyConfig, root) -> callable:
+    import re
+
+    shrunk = re.fullmatch(r"(.+)-limit(\d+)", cfg.name)  # StudyConfig.shrunk's naming
+    preset = f"{shrunk[1]} --limit {shrunk[2]}" if shrunk else cfg.name
     extra = "" if root is None else f" --results {root}"
-    return lambda stage: f"python -m qrepro study --preset {cfg.name} --stages {stage}{extra}"
+    return lambda stage: f"python -m qrepro study --preset {preset} --stages {stage}{extra}"
 
 
 # --------------------------------------------------------------------------- ids
@@ -165,19 +169,30 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
 def _data_identity(cfg: StudyConfig, data_root) -> dict:
     from .data import dataset_identity
 
-    return dataset_identity(cfg.dataset, data_root)
+    ident = dataset_identity(cfg.dataset, data_root)
+    return {**ident, "image_size": cfg.image_size} if cfg.image_size else ident
 
 
-def load_study_data(preset=False, data_root=None):
+def load_study_data(preset=False, data_root=None, device=None):
+    """The study's train / validation / test splits (on ``device`` when given)."""
     from .data import load_splits
 
     cfg = load_preset(preset)
-    return load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=128, seed=0, limit=cfg.limit)
+    extra = {"image_size": cfg.image_size, "workers": cfg.workers} if cfg.dataset == "imagenet" else {}
+    splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=128, seed=0,
+                         limit=cfg.limit, **extra)
+    return splits.to(device) if device is not None else splits
+
+
+def _device(graph: Graph):
+    from .device import resolve_device
+
+    return resolve_device(graph.config.device)
 
 
 def _splits(graph: Graph):
     if getattr(graph, "_splits", None) is None:
-        graph._splits = load_study_data(graph.config, graph.data_root)
+        graph._splits = load_study_data(graph.config, graph.data_root, _device(graph))
     return graph._splits
 
 
@@ -201,7 +216,10 @@ def make_base(graph: Graph, art: Artifact, path: Path):
     if art.inputs:
         cfg.init_from = str(graph.resolve(art.inputs[0]))
     print(f"[train] {path.name}")
-    train_model(cfg, out=str(path), data_root=graph.data_root, progress=graph.progress)
+    c = graph.config
+    loader = {"image_size": c.image_size, "workers": c.workers} if c.dataset == "imagenet" else {}
+    train_model(cfg, out=str(path), data_root=graph.data_root, progress=graph.progress, device=c.device,
+                loader_options=loader)
 
 
 def make_objective(model, splits, cfg: StudyConfig, criterion: str = "redundancy", finetune_steps: int = 0,
@@ -240,7 +258,7 @@ def make_ablation(graph: Graph, art: Artifact, path: Path):
                 jobs += [(kind, crit, r, seed, "bn") for r in a.ratios]
                 jobs.append((kind, crit, a.finetune_ratio, seed, "finetune"))
     todo = [j for j in jobs if j not in seen]
-    models = {k: load_base(k, graph=graph)[0] for k in QUANT_KINDS}
+    models = {k: load_base(k, graph=graph)[0].to(_device(graph)) for k in QUANT_KINDS}
     splits = _splits(graph)
     for kind, crit, ratio, seed, stage in tqdm(todo, desc="ablation", disable=not graph.progress):
         steps = a.finetune_steps if stage == "finetune" else 0
@@ -270,6 +288,7 @@ def make_search(graph: Graph, art: Artifact, path: Path):
 
     job, c = art.config["job"], art.config
     model, _ = load_base(job["model"], graph=graph)
+    model.to(_device(graph))
     layers = prunable_layers(model)
     sc = SearchConfig(layers=layers, method=job["method"], mode=job["mode"], target=job["target"] or 0.0,
                       r_max=c["r_max"], budget=c["budget"], n_init=c["n_init"], q=c["q"], seed=job["seed"],
@@ -301,6 +320,7 @@ def make_final(graph: Graph, art: Artifact, path: Path):
     cfg, job = graph.config, art.config["job"]
     ratios = chosen_ratios(graph, art)
     model, _ = load_base(job["model"], graph=graph)
+    model.to(_device(graph))
     splits = _splits(graph)
     crit, options = CRITERION_VARIANTS[art.config["criterion"]]
     pruned = prune(model, ratios, crit, criterion_options=options)
@@ -330,6 +350,7 @@ def make_test_metrics(graph: Graph, art: Artifact, path: Path):
         p = graph.resolve(i)
         if i.startswith("base/"):
             model, payload = load_checkpoint(p)
+            model.to(_device(graph))
             with tempfile.TemporaryDirectory() as tmp:
                 disk = save_packed(Path(tmp) / "m.qrpk", model).stat().st_size if getattr(model, "quant_config", None) else None
             out["base"][i.split("/")[1]] = {
@@ -339,6 +360,7 @@ def make_test_metrics(graph: Graph, art: Artifact, path: Path):
                 "train_seconds": payload["metrics"].get("train_seconds")}
         else:
             model, header = load_packed(p)
+            model.to(_device(graph))
             out["final"][i] = {"job": graph[i].config["job"], "test_acc": evaluate(model, splits.test)["acc"],
                                "size_bytes": model_size_bytes(model), "file_bytes": p.stat().st_size,
                                "val_acc": header["config"]["metrics"]["val_acc"]}
@@ -417,8 +439,10 @@ def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], in
     counts = {}
     for s in report_:
         counts[s.state] = counts.get(s.state, 0) + 1
+    orphans = graph.orphans()
     lines.append(f"study {graph.config.name!r} in {root_}: " +
-                 ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+                 ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) +
+                 (f"; {len(orphans)} older versions (status --remove-orphans deletes them)" if orphans else ""))
     bad = any(not s.usable for s in report_)
     if bad:
         first = next(s for s in report_ if not s.usable)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import BadInput
+from .device import autocast, model_device, to_device
 from .quantize import is_quantized
 
 OPTIMIZERS = ("sgd", "adam")
@@ -44,6 +45,8 @@ class TrainConfig:
     val_size: int = 5000
     limit: int | None = None  # train on this many images only (smoke runs)
     arch_kwargs: dict = field(default_factory=dict)
+    bf16: bool = False  # bfloat16 autocast (CUDA only; ignored on the CPU)
+    channels_last: bool = False  # channels-last memory layout (CUDA only)
 
     def __post_init__(self):
         from .config import check_field_types
@@ -84,7 +87,14 @@ class TrainConfig:
                 bad(f"{name} must be {what}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, for cache keys and checkpoints.  Options added after the first study
+        (``bf16``, ``channels_last``) are left out at their default, which is the earlier
+        behaviour, so the keys of artifacts made before them stay valid."""
+        d = asdict(self)
+        for name in ("bf16", "channels_last"):
+            if not d[name]:
+                del d[name]
+        return d
 
 
 def seed_everything(seed: int):
@@ -99,14 +109,19 @@ def evaluate(model: nn.Module, loader, max_batches: int | None = None, progress:
     model.eval()
     correct = total = 0
     loss = 0.0
+    device = model_device(model)
+    loss_t = torch.zeros((), dtype=torch.float64, device=device)
+    correct_t = torch.zeros((), dtype=torch.int64, device=device)
     it = tqdm(loader, desc="eval", leave=False, disable=not progress)
     for i, (x, y) in enumerate(it):
         if max_batches is not None and i >= max_batches:
             break
+        x, y = to_device(x, device), to_device(y, device)
         out = model(x)
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
+        loss_t += F.cross_entropy(out.float(), y, reduction="sum").double()
+        correct_t += (out.argmax(1) == y).sum()
         total += len(y)
+    loss, correct = float(loss_t), int(correct_t)  # one synchronisation, not one per batch
     model.train(was_training)
     if total == 0:
         raise ValueError("evaluation loader yielded no batches")
@@ -141,8 +156,14 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     number of optimizer steps (smoke runs).
     """
     seed_everything(cfg.seed)
+    device = model_device(model)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     loader = splits.train
     steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise BadInput(f"the training loader yields no batch: {len(getattr(loader, 'dataset', []) or [])} or fewer "
+                       "images with drop_last; lower the batch size or train on more images (limit)")
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     if max_steps is not None:
         total = min(total, max_steps)
@@ -155,21 +176,27 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
         t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)}", leave=False,
                    disable=not progress, total=min(steps_per_epoch, total - step))
+        loss_t = torch.zeros((), dtype=torch.float64, device=device)
+        correct_t = torch.zeros((), dtype=torch.int64, device=device)
         for x, y in bar:
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            x, y = to_device(x, device, cfg.channels_last), to_device(y, device)
+            with autocast(device, cfg.bf16):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             seen += len(y)
-            correct += (out.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            correct_t += (out.argmax(1) == y).sum()
+            loss_t += loss.detach().double() * len(y)
+            if step % 25 == 0 or step >= total:  # a host synchronisation every 25 steps, not every step
+                bar.set_postfix(loss=f"{float(loss_t) / seen:.3f}", acc=f"{100 * int(correct_t) / seen:.1f}")
             if step >= total:
                 break
         bar.close()
+        loss_sum, correct = float(loss_t), int(correct_t)
         record = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, seen),
                   "train_acc": 100.0 * correct / max(1, seen), "seconds": time.time() - t0,
                   "images_per_s": seen / max(1e-9, time.time() - t0)}
@@ -199,8 +226,12 @@ def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
 
 
 def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,
-                max_steps: int | None = None):
-    """Train the model ``cfg`` describes, evaluate it, and write its checkpoint to ``out``."""
+                max_steps: int | None = None, device="auto", loader_options: dict | None = None):
+    """Train the model ``cfg`` describes on ``device``, evaluate it, and write its checkpoint to ``out``.
+    ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``)."""
+    from .device import resolve_device
+
+    device = resolve_device(device)
     from .checkpoint import save_checkpoint
     from .data import find_fashion_mnist, load_splits
     from .errors import check_input_file, check_output_file
@@ -218,10 +249,12 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
     if cfg.dataset == "fashion-mnist":
         find_fashion_mnist(data_root)
 
+    extra = {k: v for k, v in (loader_options or {}).items() if v is not None}
     splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=cfg.batch_size,
-                         seed=0, limit=cfg.limit) if cfg.dataset != "synthetic" else \
+                         seed=0, limit=cfg.limit, **extra) if cfg.dataset != "synthetic" else \
         load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
-    model = build_for_training(cfg, splits)
+    splits = splits.to(device)
+    model = build_for_training(cfg, splits).to(device)
     t0 = time.time()
     history = train(model, splits, cfg, progress=progress, max_steps=max_steps)
     metrics = {"val_acc": history[-1].get("val_acc"), "test_acc": evaluate(model, splits.test)["acc"],

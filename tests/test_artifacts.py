@@ -151,3 +151,14 @@ def test_status_cli_reports_a_swap_with_exit_1(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "corrupt     base/bnn" in out and "corrupt     base/dorefa" in out
     assert "rebuild with: python -m qrepro study --preset full" in out
+
+
+def test_older_versions_are_orphans_and_can_be_removed(tmp_path):
+    build_all(toy(tmp_path))
+    old_a = toy(tmp_path).path("a")
+    g = toy(tmp_path, a_config=2)
+    build_all(g)
+    assert sorted(g.orphans()) == sorted(str(toy(tmp_path).path(i).relative_to(tmp_path)) for i in ("a", "b"))
+    assert old_a.exists()
+    g.remove_orphans()
+    assert not old_a.exists() and g.orphans() == [] and all(s.state == "fresh" for s in g.report())

@@ -9,11 +9,21 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-PAIRS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+PAIRS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")) + sorted((NOTEBOOKS / "teaching").glob("T[0-9]_*.py"))
 
 
 def test_every_notebook_has_a_source():
-    assert [p.stem for p in PAIRS] == sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    books = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + sorted((NOTEBOOKS / "teaching").glob("T[0-9]_*.ipynb"))
+    assert [p.stem for p in PAIRS] == [p.stem for p in books]
+
+
+@pytest.mark.parametrize("source", [p for p in PAIRS if p.parent.name == "teaching"], ids=lambda p: p.stem)
+def test_teaching_notebooks_have_objectives_equations_exercises_and_hidden_solutions(source):
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "You will learn to" in text and "## Exercises" in text and "$$" in text
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(solutions) >= 2 and all(c.metadata.get("jupyter", {}).get("source_hidden") for c in solutions)
 
 
 @pytest.mark.parametrize("source", PAIRS, ids=lambda p: p.stem)

@@ -42,6 +42,7 @@ def smoke_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     study.run_study(preset="smoke", root=root, progress=False)
     run_notebooks(smoke=True, root=root)
+    run_notebooks(smoke=True, root=root, track="teaching")
     return root
 
 
@@ -71,14 +72,18 @@ def test_every_figure_and_table_exists(smoke_results):
 
 
 def test_executed_notebooks_show_their_figures_inline(smoke_results):
-    for nb_path in sorted((smoke_results / "notebooks").glob("*.ipynb")):
+    books = sorted((smoke_results / "notebooks").rglob("*.ipynb"))
+    assert len(books) == 8  # 6 results notebooks, 2 lessons
+    for nb_path in books:
         nb = nbformat.read(nb_path, as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         images = [o for o in outputs if "image/png" in o.get("data", {})]
-        if "save_figure" in "".join(c.source for c in nb.cells):
+        source = "".join(c.source for c in nb.cells)
+        if "save_figure" in source or "plt.show()" in source:
             assert images, f"{nb_path.name} makes figures but shows none"
         text = json.dumps(outputs)
         assert "PosixPath(" not in text, nb_path.name
+        assert "Warning" not in text, f"{nb_path.name} shows a warning"
 
 
 def test_accuracies_are_percentages(smoke_results):

@@ -1,0 +1,188 @@
+"""``make gpu-check``: the GPU checks in one script (at most about 8 minutes on one H200).
+
+    PYTHONPATH=. python3 benchmarks/gpu_check.py [--json PATH] [--device cuda] [--skip tests study throughput]
+
+1. **tests**: the GPU-marked tests (``pytest -m gpu``), where pytest is installed;
+2. **study**: the ``cifar10-resnet20`` preset at ``--limit 512`` on generated CIFAR-shaped data,
+   every stage end to end on the device, then ``status`` (every artifact must be fresh);
+3. **throughput**: training images/s of BNN and DoReFa 2-bit against full precision, measured
+   side by side (ResNet-20 at batch 128 and 1024; ResNet-18 at 224 with bf16 and channels-last),
+   and one search evaluation (prune, BatchNorm re-estimation, 1,000 validation images).
+
+Runs from the source tree on a machine with other versions than the pins (it needs torch,
+torchvision, botorch; not papermill).  Writes a JSON summary (``--json``, default
+``$OUT/gpu_check.json`` when ``$OUT`` is set, else ``results/_scratch/gpu_check.json``);
+exit code 1 if any section failed.  ``--device cpu`` runs the same script here (slowly).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from qrepro.checkpoint import environment_info  # noqa: E402
+from qrepro.device import autocast, resolve_device  # noqa: E402
+
+
+def section_tests(device) -> dict:
+    try:
+        import pytest  # noqa: F401
+    except ImportError:
+        return {"skipped": "pytest is not installed here"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                          str(REPO / "tests" / "test_gpu.py")], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    tail = (run.stdout + run.stderr).strip().splitlines()[-15:]
+    print("\n".join(tail))
+    return {"returncode": run.returncode, "tail": tail, "ok": run.returncode == 0}
+
+
+def section_study(device, limit: int = 512) -> dict:
+    import dataclasses
+
+    from qrepro import study
+    from qrepro.config import load_study
+    from qrepro.data import skip_cifar10_integrity_check, write_fake_cifar10
+
+    skip_cifar10_integrity_check()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_fake_cifar10(Path(tmp) / "data", per_batch=limit // 4)
+        cfg = dataclasses.replace(load_study("cifar10-resnet20").shrunk(limit), device=str(device))
+        t0 = time.time()
+        log = study.run_study(preset=cfg, root=Path(tmp) / "results", data_root=data, progress=False)
+        seconds = json.loads(log.read_text())["runs"][-1]["seconds"]
+        lines, code = study.status_lines(cfg, Path(tmp) / "results", data)
+    return {"ok": code == 0, "stage_seconds": seconds, "total_seconds": time.time() - t0,
+            "status_exit": code, "status_summary": lines[-1] if code == 0 else lines}
+
+
+def _train_rate(model, x, y, steps: int, bf16: bool, device) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+
+    def step():
+        with autocast(device, bf16):
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * len(y) / (time.perf_counter() - t)
+
+
+def section_throughput(device, steps: int = 20) -> dict:
+    from qrepro.models import build_model
+    from qrepro.quantize import quantize_model
+
+    rows = {}
+    settings = [("resnet20", 128, (1, 28, 28), False, False), ("resnet20", 1024, (1, 28, 28), False, False),
+                ("resnet18", 256, (3, 224, 224), True, True)]
+    if device.type != "cuda":
+        settings = [("resnet20", 128, (1, 28, 28), False, False)]
+    for arch, batch, shape, bf16, cl in settings:
+        torch.manual_seed(0)
+        kwargs = {"in_channels": shape[0]} if arch == "resnet20" else {}
+        fp = build_model(arch, **kwargs)
+        models = {"fp": fp, "bnn": quantize_model(fp, "bnn"), "dorefa": quantize_model(fp, "dorefa")}
+        x = torch.randn(batch, *shape, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        if cl and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        rates = {k: [] for k in models}
+        for k, m in models.items():
+            m.to(device)
+            if cl and device.type == "cuda":
+                m.to(memory_format=torch.channels_last)
+        for _ in range(3):  # interleaved rounds share the machine's state
+            for k, m in models.items():
+                rates[k].append(_train_rate(m, x, y, steps, bf16, device))
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        name = f"{arch}_b{batch}" + ("_bf16_cl" if bf16 else "")
+        rows[name] = {"images_per_s": med, "bnn_over_fp": med["bnn"] / med["fp"],
+                      "dorefa_over_fp": med["dorefa"] / med["fp"]}
+        print(f"{name}: fp {med['fp']:.0f} img/s, BNN x{rows[name]['bnn_over_fp']:.2f}, "
+              f"DoReFa x{rows[name]['dorefa_over_fp']:.2f}")
+    rows["search_evaluation_seconds"] = _evaluation_seconds(device)
+    print(f"one search evaluation: {rows['search_evaluation_seconds']:.3f} s")
+    return {"ok": True, **rows}
+
+
+def _evaluation_seconds(device) -> float:
+    from qrepro.data import load_synthetic
+    from qrepro.models import build_model
+    from qrepro.objective import PruneObjective
+    from qrepro.prune import prunable_layers
+    from qrepro.quantize import quantize_model
+
+    splits = load_synthetic(n_train=2048, n_test=128, image_size=28, batch_size=128, val_size=1024).to(device)
+    model = quantize_model(build_model("resnet20", in_channels=1, num_classes=4), "bnn").to(device)
+    obj = PruneObjective(model, splits, bn_batches=5, val_images=1000)
+    ratios = {n: 0.4 for n in prunable_layers(model)}
+    obj(ratios)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        obj(ratios)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+SECTIONS = {"tests": section_tests, "study": section_study, "throughput": section_throughput}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else \
+        REPO / "results" / "_scratch" / "gpu_check.json"
+    parser.add_argument("--json", type=Path, default=default)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(SECTIONS))
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    summary = {"environment": environment_info(), "device": str(device), "sections": {}}
+    if device.type == "cuda":
+        summary["gpu"] = torch.cuda.get_device_name(device)
+    for name, fn in SECTIONS.items():
+        if name in args.skip:
+            continue
+        print(f"== {name}", flush=True)
+        t0 = time.time()
+        try:
+            summary["sections"][name] = fn(device)
+        except Exception as err:  # record it and go on: one broken section must not hide the others
+            summary["sections"][name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                                         "traceback": traceback.format_exc()[-3000:]}
+            print(summary["sections"][name]["traceback"], file=sys.stderr)
+        summary["sections"][name]["seconds"] = time.time() - t0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=2, default=str))
+    failed = [n for n, s in summary["sections"].items() if s.get("ok") is False]
+    print(f"summary: {args.json}; " + (f"FAILED: {', '.join(failed)}" if failed else "all sections passed"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The same code on a CUDA device: pruning, the criteria, training steps, the objective and the
+in-memory loader give what they give on the CPU (within float tolerance).  Skipped without CUDA;
+``make gpu-check`` runs them on a GPU machine."""
+import copy
+
+import pytest
+import torch
+
+from qrepro.data import load_splits
+from qrepro.models import build_model
+from qrepro.objective import PruneObjective
+from qrepro.prune import prunable_layers, prune
+from qrepro.quantize import quantize_model
+from qrepro.train import TrainConfig, train
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def qmodel(scheme, arch="resnet20"):
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1} if arch == "resnet20" else {"num_classes": 10}
+    return quantize_model(build_model(arch, **kwargs), scheme).eval()
+
+
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
+@pytest.mark.parametrize("criterion", ["redundancy", "fpgm", "l1", "bn_scale", "random"])
+def test_prune_on_cuda_keeps_the_device_and_matches_the_cpu(scheme, criterion):
+    cpu = qmodel(scheme)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    p_cpu, p_gpu = prune(cpu, 0.5, criterion), prune(gpu, 0.5, criterion)
+    assert p_cpu.pruned["kept"] == p_gpu.pruned["kept"]
+    assert {p.device.type for p in p_gpu.parameters()} == {"cuda"}
+    assert {b.device.type for b in p_gpu.buffers()} == {"cuda"}
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(p_cpu(x), p_gpu(x.to(CUDA)).cpu(), atol=1e-3, rtol=1e-3)
+
+
+def test_in_memory_loader_on_cuda_serves_the_cpu_batches():
+    splits = load_splits("synthetic", batch_size=16)
+    on_gpu = splits.to(CUDA)
+    for (xc, yc), (xg, yg) in zip(splits.train, on_gpu.train):
+        assert xg.device.type == "cuda" and torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_on_cuda(bf16):
+    splits = load_splits("synthetic", batch_size=32).to(CUDA)
+    model = qmodel("bnn").to(CUDA)
+    cfg = TrainConfig(epochs=1, optimizer="adam", lr=1e-3, weight_decay=0.0, bf16=bf16, channels_last=True)
+    history = train(model, splits, cfg, progress=False, max_steps=4)
+    assert history[-1]["steps"] == 4 and 0 <= history[-1]["val_acc"] <= 100
+
+
+def test_objective_on_cuda_equals_the_cpu():
+    splits = load_splits("synthetic", batch_size=32)
+    model = qmodel("dorefa")
+    ratios = {n: 0.5 for n in prunable_layers(model)}
+    cpu = PruneObjective(model, splits, bn_batches=2, val_images=64, device="cpu")(ratios)
+    gpu = PruneObjective(model, splits.to(CUDA), bn_batches=2, val_images=64, device="cuda")(ratios)
+    assert abs(cpu - gpu) <= 100 / 64 + 1e-9  # at most one image may flip at float tolerance
