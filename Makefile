@@ -56,8 +56,8 @@ reproduce: setup ## check the cache (status), then regenerate every figure from 
 teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minute each, base checkpoints only)
 	$(PY) -m qrepro teach --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)
 
-benchmark: setup ## print speed figures (ratios measured side by side in one run)
-	$(PY) benchmarks/benchmark.py
+benchmark: setup ## print speed figures (ratios measured side by side in one run); rows also in results/_scratch/benchmark.json
+	$(PY) benchmarks/benchmark.py --json results/_scratch/benchmark.json
 
 gpu-check: ## on a GPU machine: GPU tests, a short study on cuda, GPU throughput; JSON summary (runs from the source tree, no venv)
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py

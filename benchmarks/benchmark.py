@@ -1,14 +1,18 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train criteria inference search] [--repeats N]
+    python benchmarks/benchmark.py [--sections train criteria inference search] [--repeats N] [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
   precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
 * criteria: filter-selection time per layer of ResNet-18 for every criterion;
 * inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
   with the ratio of multiply-accumulate counts beside it;
-* search: BoTorch time per iteration (fit + acquisition) at 9 and 12 dimensions with 60
-  observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST.
+* search: BoTorch time per proposal (fit + acquisition) at 9 and 12 dimensions with 60
+  observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST; and the same
+  proposal while two other processes keep both cores busy, on one thread (what
+  ``qrepro.search`` does) against two threads (what it did before).
+
+Every row is also written to ``--json PATH`` (keys named after the rows).
 """
 from __future__ import annotations
 
@@ -82,14 +86,19 @@ def bench_train(repeats: int):
     base = 128 / statistics.median(times["full precision"])
     print("\n## Training throughput, ResNet-20, batch 128 of 1x28x28 (median of", repeats, "steps)")
     print("| model | images/s | ratio to full precision |\n|---|---|---|")
+    rows = {}
     for name, ts in times.items():
         ips = 128 / statistics.median(ts)
         print(f"| {name} | {ips:.0f} | {ips / base:.2f} |")
+        rows[f"train_images_per_s_{KEYS[name]}"] = ips
+        rows[f"train_ratio_{KEYS[name]}_over_fp"] = ips / base
+    return rows
 
 
 def bench_criteria(repeats: int):
     model = quantize_model(build_model("resnet18"), "bnn")
     groups = prune_groups(model, "block")
+    rows = {}
     print("\n## Criterion selection time per layer, BNN ResNet-18, ratio 0.5 (median of", repeats, "runs, ms)")
     print("| layer | filters x dims | " + " | ".join(CRITERIA) + " |")
     print("|---|---|" + "---|" * len(CRITERIA))
@@ -97,6 +106,8 @@ def bench_criteria(repeats: int):
         view = layer_view(model, g)
         ms = [1000 * timed(lambda c=c: select_filters(view, view.n // 2, c), repeats) for c in CRITERIA]
         print(f"| {name} | {view.n} x {view.codes.shape[1]} | " + " | ".join(f"{t:.1f}" for t in ms) + " |")
+        rows.update({f"criterion_ms_{c}_{name}": t for c, t in zip(CRITERIA, ms)})
+    return rows
 
 
 def bench_inference(repeats: int):
@@ -104,6 +115,7 @@ def bench_inference(repeats: int):
     x = torch.randn(256, 1, 28, 28)
     print("\n## CPU inference, ResNet-20 pruned by half (block mode) against unpruned, batch 256")
     print("| model | unpruned ms | pruned ms | time ratio | MAC ratio |\n|---|---|---|---|---|")
+    rows = {}
     for scheme in ("bnn", "dorefa"):
         model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
         pruned = prune(model, 0.5).eval()
@@ -116,35 +128,80 @@ def bench_inference(repeats: int):
         a, b = statistics.median(t_full), statistics.median(t_pruned)
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
         print(f"| {scheme} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} |")
+        rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = b / a, macs
+    return rows
+
+
+def _busy(stop):
+    """Keep one core busy until ``stop`` is set (the 'other processes load the machine' rows)."""
+    x = 0
+    while not stop.is_set():
+        x = (x * 1103515245 + 12345) % 2**31
 
 
 def bench_search(repeats: int):
+    import contextlib
+    import multiprocessing as mp
+
+    from qrepro import search
     from qrepro.objective import PruneObjective
     from qrepro.search import SearchConfig, SizeModel, _bo_candidates
     from qrepro.study import load_study_data, study_settings
 
     torch.manual_seed(0)
-    rows = []
+    rows = {}
     for d in (9, 12):
         layers = [f"l{i}" for i in range(d)]
         size = SizeModel(100.0 * d, {n: 64 for n in layers}, {n: 1.0 for n in layers})  # target reachable
         cfg = SearchConfig(layers=layers, target=0.3, budget=61, n_init=10)
         x = torch.rand(60, d, dtype=torch.double)
         y = -((x - 0.3) ** 2).sum(1, keepdim=True) + 0.01 * torch.randn(60, 1, dtype=torch.double)
-        rows.append((d, timed(lambda: _bo_candidates(x, y, cfg, size, 60), max(1, repeats // 3))))
+        _, warm = _bo_candidates(x[:59], y[:59], cfg, size, 59)  # the previous step's hyperparameters
+        n = max(1, repeats // 3)
+        rows[f"bo_proposal_{d}d_s"] = timed(lambda: _bo_candidates(x, y, cfg, size, 60, warm), n)
+        rows[f"bo_proposal_{d}d_cold_s"] = timed(lambda: _bo_candidates(x, y, cfg, size, 60), n)
+        if d == 12:  # two other processes keep both cores busy
+            stop = mp.get_context("spawn").Event()
+            hogs = [mp.get_context("spawn").Process(target=_busy, args=(stop,)) for _ in range(2)]
+            for h in hogs:
+                h.start()
+            try:
+                time.sleep(0.5)
+                rows["bo_proposal_12d_loaded_1thread_s"] = timed(lambda: _bo_candidates(x, y, cfg, size, 60, warm), n)
+                original = search.single_thread
+                search.single_thread = contextlib.nullcontext  # the previous behaviour: torch's 2 threads
+                try:
+                    rows["bo_proposal_12d_loaded_2threads_s"] = timed(
+                        lambda: _bo_candidates(x, y, cfg, size, 60, warm), n)
+                finally:
+                    search.single_thread = original
+            finally:
+                stop.set()
+                for h in hogs:
+                    h.join()
     splits = load_study_data(False)
     model = quantize_model(build_model("resnet20", in_channels=1), "bnn")
     ev = study_settings(False)["evaluation"]
     objective = PruneObjective(model, splits, **ev)
     t_eval = timed(lambda: objective(0.5), max(1, repeats // 3))
-    print("\n## BoTorch iteration (fit + qLogNEI optimization, 60 observations) against one candidate evaluation")
+    rows["evaluation_s"] = t_eval
+    print("\n## BoTorch proposal (GP fit + qLogNEI optimization, 60 observations) against one candidate evaluation")
     print(f"(evaluation: ResNet-20 BNN on Fashion-MNIST, prune + BN re-estimation on {ev['bn_batches']} batches "
           f"+ {ev['val_images']} validation images: {t_eval:.2f} s)")
-    print("| dimensions | BO iteration s | ratio to one evaluation |\n|---|---|---|")
-    for d, t in rows:
-        print(f"| {d} | {t:.2f} | {t / t_eval:.2f} |")
+    print("| proposal | s | ratio to one evaluation |\n|---|---|---|")
+    for key, label in (("bo_proposal_9d_s", "9 dimensions, warm-started GP"),
+                       ("bo_proposal_9d_cold_s", "9 dimensions, cold GP fit"),
+                       ("bo_proposal_12d_s", "12 dimensions, warm-started GP"),
+                       ("bo_proposal_12d_cold_s", "12 dimensions, cold GP fit"),
+                       ("bo_proposal_12d_loaded_1thread_s", "12 dimensions, 2 other busy processes, 1 thread (now)"),
+                       ("bo_proposal_12d_loaded_2threads_s",
+                        "12 dimensions, 2 other busy processes, 2 threads (before)")):
+        print(f"| {label} | {rows[key]:.2f} | {rows[key] / t_eval:.2f} |")
+        rows[key.replace("_s", "_over_evaluation")] = rows[key] / t_eval
+    return rows
 
 
+KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
 SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search}
 
 
@@ -152,12 +209,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
     info = environment_info()
     print(f"# qrepro benchmark  ({platform.processor() or platform.machine()}, {info['device']}, "
           f"torch {info['torch']}, botorch {info['botorch']})")
+    rows = {}
     for s in args.sections:
-        SECTIONS[s](args.repeats)
+        rows.update(SECTIONS[s](args.repeats))
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"environment": info, "repeats": args.repeats, "rows": rows}, indent=2))
+        print(f"\nrows written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -56,11 +56,12 @@ fig, ax = plt.subplots(figsize=(8, 4.4))
 ax.scatter(par.size_MB, par.value, s=14, alpha=0.5, label="evaluated candidates")
 ax.plot(front.size_MB, front.value, "o-", color="C3", label="Pareto front (BO)")
 ax.plot(uni.size_MB, uni.val_acc, "s--", color="C2", label="uniform ratio")
-ax.set_xlabel(f"model size (MB, {report.DEFAULT_CONVENTION.describe().split(';')[0]})", fontsize=8)
+ax.set_xlabel("model size (MB; the size convention is printed below)")
 ax.set_ylabel("validation top-1 (%)")
 ax.set_title(f"{report.LABELS[kind]} ResNet-20")
 ax.legend()
 report.save_figure(fig, "pareto_front", results)
+print(report.DEFAULT_CONVENTION.describe())
 
 # %%
 report.read_table("pareto_front", smoke, results)

@@ -48,7 +48,7 @@ class SearchJob:
     n_init: int = 10
     q: int = 1
     seed: int = 0
-    num_restarts: int = 8
+    num_restarts: int = 4
     raw_samples: int = 256
     ref_accuracy: float | None = None
     device: str = "auto"  # auto, cpu, cuda, cuda:<i>

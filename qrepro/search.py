@@ -27,6 +27,7 @@ and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import copy
 import math
 import multiprocessing
@@ -117,7 +118,7 @@ class SearchConfig:
     n_init: int = 10
     q: int = 1
     seed: int = 0
-    num_restarts: int = 8
+    num_restarts: int = 4  # 8 before: twice the acquisition time, the same regret (README, "Speed")
     raw_samples: int = 256
     ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
@@ -278,16 +279,31 @@ def _feasible_draws(n: int, cfg: SearchConfig, size: SizeModel, seed: int, sobol
     return get_polytope_samples(n, _unit_cube(d), [(idx, coef.to(DTYPE), rhs + 1e-6)], seed=seed)
 
 
-def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: SizeModel, step: int) -> torch.Tensor:
+@contextlib.contextmanager
+def single_thread():
+    """Run the BO step on one thread: its tensors are tiny (tens of points), and on a machine
+    that other processes load, two spinning OpenMP threads made one proposal 3-4 times slower
+    (benchmarks/benchmark.py, section search)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: SizeModel, step: int,
+                   warm: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """``q`` candidates and the fitted GP's hyperparameters (journaled, to warm-start the next fit)."""
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.optim import optimize_acqf
 
     seed = cfg.seed * 7919 + step
     torch.manual_seed(seed)
     d = x.shape[1]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_thread():
         warnings.simplefilter("ignore")
-        gp = fit_gp(x, y[:, :1])
+        gp = fit_gp(x, y[:, :1], warm)
         if cfg.mode == "constrained":
             acq = qLogNoisyExpectedImprovement(gp, X_baseline=x, prune_baseline=True)
             constraints = _constraint(cfg, size)
@@ -306,12 +322,20 @@ def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: Si
     cand = cand.detach().clamp(0, 1)
     if cfg.mode == "constrained":  # SLSQP meets the constraint to ~1e-6: project the last bit exactly
         cand = _project_feasible(cand, cfg, size)
-    return cand
+    return cand, gp_hyperparameters(gp)
 
 
-def fit_gp(x: torch.Tensor, y: torch.Tensor):
+def gp_hyperparameters(gp) -> dict:
+    """The raw (unconstrained) hyperparameters of a fitted GP, as lists: what warm-starts the next fit."""
+    return {k: v.detach().flatten().tolist() for k, v in gp.state_dict().items()
+            if "raw_" in k and "prior" not in k and "constraint" not in k}
+
+
+def fit_gp(x: torch.Tensor, y: torch.Tensor, warm: dict | None = None):
     """A ``SingleTaskGP`` on unit-cube inputs (``Normalize``) and standardized outcomes, fitted by
-    maximizing the marginal likelihood."""
+    maximizing the marginal likelihood; ``warm`` (:func:`gp_hyperparameters` of the previous
+    step's GP) starts the optimizer there: it reaches the same likelihood in about half the
+    iterations of a cold start (benchmarks/benchmark.py, section search)."""
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms import Normalize, Standardize
@@ -319,6 +343,10 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor):
 
     d = x.shape[1]
     gp = SingleTaskGP(x, y, input_transform=Normalize(d, bounds=_unit_cube(d)), outcome_transform=Standardize(1))
+    if warm:
+        state = gp.state_dict()
+        gp.load_state_dict({k: torch.tensor(v, dtype=state[k].dtype).view_as(state[k]) for k, v in warm.items()
+                            if k in state and state[k].numel() == len(v)}, strict=False)
     fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
     return gp
 
@@ -461,7 +489,10 @@ def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, budget
     else:
         xs = torch.tensor([r["x"] for r in jr.evals], dtype=DTYPE)
         ys = torch.tensor([[r["value"]] for r in jr.evals], dtype=DTYPE)
-        x, source = _bo_candidates(xs, ys, cfg, size, n_done), "bo"
+        warm = next((r["gp"] for r in reversed(jr.records) if r["type"] == "pending" and "gp" in r), None)
+        x, gp = _bo_candidates(xs, ys, cfg, size, n_done, warm)
+        return [{"type": "pending", "index": n_done + i, "x": [float(v) for v in row], "source": "bo", "gp": gp}
+                for i, row in enumerate(x)]
     return [{"type": "pending", "index": n_done + i, "x": [float(v) for v in row], "source": source}
             for i, row in enumerate(x)]
 
