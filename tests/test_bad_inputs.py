@@ -349,3 +349,16 @@ def test_cli_results_under_a_file(capsys, tmp_path):
 def test_debug_shows_the_traceback(capsys, tmp_path):
     with pytest.raises(BadInput):
         main(["--debug", "train", "--dataset", "synthetic", "--epochs", "0", "--out", str(tmp_path / "m.pt")])
+
+
+def test_cli_corrupt_idx_file_under_the_data_root(capsys, tmp_path):
+    src = Path("/usr/share/datasets/fashion-mnist")
+    if not src.exists():
+        pytest.skip("Fashion-MNIST not installed")
+    for f in src.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:200])  # cut short
+    code, _, err = run_cli(capsys, ["train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path),
+                                    "--out", str(tmp_path / "m.pt"), "--max-steps", "1"])
+    assert_one_line(code, err, "train-labels-idx1-ubyte.gz cannot be read .*truncated or corrupt")
