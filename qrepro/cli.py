@@ -7,9 +7,12 @@ exit code 2 for bad input, 1 for a run that failed; ``--debug`` shows the traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import sys
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
 
 from .config import add_options, available_presets, from_mapping, options_given, read_config_file
@@ -25,45 +28,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
-@dataclass
-class SearchJob:
-    """A ratio search of one trained quantized checkpoint (``python -m qrepro search``)."""
+def _job_post_init(self):
+    from .criteria import CRITERIA
+    from .device import DEVICE_SPELLINGS
 
-    checkpoint: str
-    dataset: str | None = None  # default: the dataset the checkpoint was trained on
-    data_root: str | None = None
-    criterion: str = "redundancy"
-    criterion_options: dict = field(default_factory=dict)
-    bn_batches: int = 20
-    val_images: int | None = None
-    finetune_steps: int = 0
-    journal: str | None = None  # default: <config>.journal.jsonl
-    summary: str | None = None  # default: <journal>.summary.json
-    layers: list[str] | None = None  # default: every prunable layer
-    method: str = "bo"
-    mode: str = "constrained"
-    target: float = 0.2612
-    r_max: float = 0.9
-    budget: int = 60
-    n_init: int = 10
-    q: int = 1
-    seed: int = 0
-    num_restarts: int = 4
-    raw_samples: int = 256
-    ref_accuracy: float | None = None
-    device: str = "auto"  # auto, cpu, cuda, cuda:<i>
+    if self.criterion not in CRITERIA:
+        raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
+    if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
+        raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+        raise ValueError(f"device: {self.device!r} is not one of {DEVICE_SPELLINGS}")
 
-    def __post_init__(self):
-        from .criteria import CRITERIA
 
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
-        if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
-            raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
+def _job_search_config(self, layers, extra) -> SearchConfig:
+    """The :class:`SearchConfig` part of this job."""
+    return SearchConfig(layers=layers, extra=extra, **{f.name: getattr(self, f.name) for f in _SEARCH_FIELDS})
 
-    def search_config(self, layers, extra) -> SearchConfig:
-        names = [f for f in SearchConfig.__dataclass_fields__ if f not in ("layers", "extra")]
-        return SearchConfig(layers=layers, extra=extra, **{k: getattr(self, k) for k in names})
+
+# The search settings are SearchConfig's own fields (all but layers and extra), never copied by hand.
+_SEARCH_FIELDS = [f for f in dataclasses.fields(SearchConfig) if f.name not in ("layers", "extra")]
+_SEARCH_HINTS = typing.get_type_hints(SearchConfig)
+SearchJob = dataclasses.make_dataclass("SearchJob", [
+    ("checkpoint", str),
+    ("dataset", str | None, field(default=None)),  # default: the dataset the checkpoint was trained on
+    ("data_root", str | None, field(default=None)),
+    ("criterion", str, field(default="redundancy")),
+    ("criterion_options", dict, field(default_factory=dict)),
+    ("bn_batches", int, field(default=20)),
+    ("val_images", int | None, field(default=None)),
+    ("finetune_steps", int, field(default=0)),
+    ("journal", str | None, field(default=None)),  # default: <config>.journal.jsonl
+    ("summary", str | None, field(default=None)),  # default: <journal>.summary.json
+    ("layers", list[str] | None, field(default=None)),  # default: every prunable layer
+    ("device", str, field(default="auto")),
+    *[(f.name, _SEARCH_HINTS[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
+       else field(default_factory=f.default_factory)) for f in _SEARCH_FIELDS],
+], namespace={"__post_init__": _job_post_init, "search_config": _job_search_config,
+              "__doc__": "A ratio search of one trained quantized checkpoint (``python -m qrepro search``): "
+                         "the objective's settings, then SearchConfig's."})
+SearchJob.__module__ = __name__
 
 
 # --------------------------------------------------------------------------- commands

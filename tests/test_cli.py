@@ -54,3 +54,15 @@ def test_train_options_override_the_config_file(tmp_path):
     cfg = {**read_config_file(args.config), **options_given(args, TrainConfig)}
     tc = from_mapping(TrainConfig, cfg)
     assert (tc.epochs, tc.lr, tc.weight_decay, tc.momentum) == (2.0, 0.2, 0.001, 0.8)
+
+
+def test_search_job_carries_every_search_config_field():
+    import dataclasses
+
+    from qrepro.cli import SearchJob
+    from qrepro.search import SearchConfig
+
+    job = {f.name: f.default for f in dataclasses.fields(SearchJob)}
+    for f in dataclasses.fields(SearchConfig):
+        if f.name not in ("layers", "extra"):
+            assert f.name in job and job[f.name] == f.default, f.name
