@@ -75,7 +75,7 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
     chunks = []
     for m in _layer_records(model):
         if is_quantized(m):
-            if not bool(m.scale_frozen):
+            if not m.is_frozen:
                 m.freeze_scale()
             codes = m.weight_codes().cpu().numpy()
             levels = (codes > 0).astype(np.uint32) if m.spec.w_bits == 1 else codes.astype(np.uint32)
@@ -148,8 +148,7 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
                 k = m.spec.w_bits
                 levels = unpack_bits(take(packed_nbytes(m.weight.numel(), k)), k, m.weight.numel())
                 levels = torch.from_numpy(levels.astype(np.float64)).view(m.weight.shape)
-                m.w_scale.copy_(floats(m.w_scale))
-                m.scale_frozen.fill_(True)
+                m.set_frozen_scale(floats(m.w_scale))
                 if k == 1:
                     latent = levels * 2 - 1  # the sign is all a binary layer keeps
                 else:  # a latent weight whose tanh sits exactly on level l under the frozen max|tanh|

@@ -235,7 +235,7 @@ def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "blo
     groups = prune_groups(model, mode)
     if scales == "frozen":
         for m in model.modules():
-            if is_quantized(m) and not bool(m.scale_frozen):
+            if is_quantized(m) and not m.is_frozen:
                 m.freeze_scale()
     unknown = [k for k in kept if k not in groups]
     if unknown:

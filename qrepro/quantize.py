@@ -281,7 +281,8 @@ class _QuantMixin:
 
     Buffers:
       ``w_scale`` (``QuantSpec.scale_shape``): the frozen scale, used when ``scale_frozen`` is set.
-      ``scale_frozen`` (``()`` bool).
+      ``scale_frozen`` (``()`` bool), mirrored by the Python flag :attr:`is_frozen` that
+      ``forward`` reads: branching on a tensor's value would break ``torch.compile``'s graph.
     """
 
     spec: QuantSpec
@@ -290,10 +291,26 @@ class _QuantMixin:
         self.spec = spec
         self.register_buffer("w_scale", torch.zeros(spec.scale_shape(self.weight.shape[0])))
         self.register_buffer("scale_frozen", torch.zeros((), dtype=torch.bool))
+        self._frozen = False
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._frozen = bool(self.scale_frozen)  # the buffer was just loaded: mirror it
+
+    def set_frozen_scale(self, scale: torch.Tensor):
+        """Use ``scale`` (the shape of ``w_scale``) as the frozen scale from now on."""
+        with torch.no_grad():
+            self.w_scale.copy_(scale)
+        self.scale_frozen.fill_(True)
+        self._frozen = True
 
     def current_scale(self) -> torch.Tensor:
         """The scale the weight quantizer uses now, in the shape of ``w_scale``."""
-        if bool(self.scale_frozen) or self.w_scale.numel() == 0:
+        if self._frozen or self.w_scale.numel() == 0:
             return self.w_scale
         w = self.weight.detach()
         s = self.spec
@@ -306,11 +323,12 @@ class _QuantMixin:
     def freeze_scale(self):
         """Store the current scale and use it from now on (the post-pruning convention)."""
         self.w_scale = self.current_scale().clone()
-        self.scale_frozen = torch.ones((), dtype=torch.bool)
+        self.scale_frozen = torch.ones((), dtype=torch.bool, device=self.w_scale.device)
+        self._frozen = True
 
     def quantized_weight(self) -> torch.Tensor:
         s = self.spec
-        scale = self.w_scale if bool(self.scale_frozen) else None
+        scale = self.w_scale if self._frozen else None
         if s.weight == "binary":
             return binarize_weight(self.weight, s.scaling, scale)
         return dorefa_weight(self.weight, s.w_bits, scale)

@@ -160,3 +160,18 @@ def test_quantized_conv_computes_conv_of_quantized_operands():
     x = torch.rand(2, 4, 5, 5) * 1.5
     ref = torch.nn.functional.conv2d(dorefa_activation(x, 2), dorefa_weight(conv.weight, 2), padding=1)
     assert torch.allclose(conv(x), ref)
+
+
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
+def test_quantized_layers_compile_without_graph_breaks(scheme):
+    import torch._dynamo as dynamo
+
+    from qrepro.prune import prune
+
+    model = quantize_model(resnet20(in_channels=1), scheme)
+    x = torch.randn(2, 1, 28, 28)
+    for m in (model.train(), prune(model, 0.5).eval()):  # training (latent scales), pruned (frozen scales)
+        dynamo.reset()
+        explained = dynamo.explain(m)(x)
+        assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+    dynamo.reset()
