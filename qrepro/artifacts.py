@@ -222,6 +222,15 @@ class Graph:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def _write_manifest(self, m: dict):
+        """Write the manifest atomically (call inside :meth:`_locked`)."""
+        m["format"] = MANIFEST_FORMAT
+        m["artifacts"] = dict(sorted(m["artifacts"].items()))
+        p = manifest_path(self.root)
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, p)
+
     def record(self, id: str, path: Path | None = None, legacy: bool = False, note: str | None = None) -> dict:
         """Write ``id``'s completion record (digest, key, components); the artifact exists from now on."""
         path = Path(path or self.path(id))
@@ -236,13 +245,8 @@ class Graph:
             entry["note"] = note
         with self._locked():
             m = self.manifest()
-            m["format"] = MANIFEST_FORMAT
             m["artifacts"][self._rel(path)] = entry
-            m["artifacts"] = dict(sorted(m["artifacts"].items()))
-            p = manifest_path(self.root)
-            tmp = p.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, p)
+            self._write_manifest(m)
         self._status.clear()
         self._components.clear()
         return entry
@@ -329,10 +333,7 @@ class Graph:
             for rel in gone:
                 (self.root / rel).unlink(missing_ok=True)
                 m["artifacts"].pop(rel, None)
-            p = manifest_path(self.root)
-            tmp = p.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, p)
+            self._write_manifest(m)
         self._status.clear()
         return gone
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import typing
 from dataclasses import field
@@ -30,14 +29,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _job_post_init(self):
     from .criteria import CRITERIA
-    from .device import DEVICE_SPELLINGS
+    from .device import check_device_spelling
 
     if self.criterion not in CRITERIA:
         raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
     if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
         raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-        raise ValueError(f"device: {self.device!r} is not one of {DEVICE_SPELLINGS}")
+    check_device_spelling(self.device)
 
 
 def _job_search_config(self, layers, extra) -> SearchConfig:
@@ -159,10 +157,11 @@ def _cmd_study(args) -> int:
 def _cmd_status(args) -> int:
     from .study import status_lines, study_graph
 
+    graph = study_graph(_preset(args), args.results, args.data_root)
     if args.remove_orphans:
-        for rel in study_graph(_preset(args), args.results, args.data_root).remove_orphans():
+        for rel in graph.remove_orphans():
             print(f"removed {rel} (an older version)")
-    lines, code = status_lines(_preset(args), args.results, args.data_root)
+    lines, code = status_lines(graph=graph)
     print("\n".join(lines))
     return code
 
@@ -184,13 +183,13 @@ def _cmd_reproduce(args) -> int:
         bad = [o for o in args.only if not any(o in n for n in names)]
         if bad:
             raise BadInput(f"--only {' '.join(bad)}: no notebook matches; notebooks: {', '.join(names)}")
-    lines, code = status_lines(_preset(args), args.results, args.data_root)
+    cfg = _preset(args)
+    lines, code = status_lines(cfg, args.results, args.data_root)
     if code:
         print("\n".join(lines), file=sys.stderr)
         print("reproduce stopped: the cache above is not complete and fresh (reproduce only reads it)",
               file=sys.stderr)
         return 1
-    cfg = _preset(args)
     if cfg.name not in ("full", "smoke"):
         raise BadInput(f"the notebooks read the 'full' or the 'smoke' study, not {cfg.name!r}; "
                        "use --preset full or --smoke (status and study work with every preset)")

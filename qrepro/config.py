@@ -328,10 +328,9 @@ class StudyConfig:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
         if self.image_size is not None and (self.dataset != "imagenet" or self.image_size < 8):
             raise ValueError("image_size is an ImageNet setting of at least 8 pixels")
-        import re
+        from .device import check_device_spelling
 
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:<index>")
+        check_device_spelling(self.device)
         for kind, entry in self.base.items():
             clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
             if clash:

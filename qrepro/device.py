@@ -17,14 +17,19 @@ from .errors import BadInput
 DEVICE_SPELLINGS = "auto, cpu, cuda or cuda:<index>"
 
 
+def check_device_spelling(spec) -> str:
+    """``spec`` if it is spelled ``auto``, ``cpu``, ``cuda`` or ``cuda:<i>`` (available or not)."""
+    if not isinstance(spec, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise BadInput(f"device {spec!r} is not one of {DEVICE_SPELLINGS}")
+    return spec
+
+
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """The :class:`torch.device` that ``spec`` names; an error if it is not available here."""
     if isinstance(spec, torch.device):
         spec = str(spec)
-    if spec is None or spec == "auto":
+    if spec is None or check_device_spelling(spec) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(spec, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
-        raise BadInput(f"device {spec!r} is not one of {DEVICE_SPELLINGS}")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise BadInput(f"device {spec!r}: no CUDA device is visible here (torch {torch.__version__}); "

@@ -41,7 +41,7 @@ from .train import TrainConfig, evaluate
 
 STAGES = ("base", "ablation", "search", "final", "evaluate", "tables")
 # code each kind of artifact depends on (modules of qrepro, or module:function)
-CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint")
+CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device")
 CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference")
@@ -124,7 +124,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
     evaluation = vars(cfg.evaluation)
     arts.append(Artifact("ablation", "tables", "ablation", ".csv", make_ablation,
                          {"ablation": vars(cfg.ablation), "evaluation": evaluation},
-                         tuple(f"base/{k}" for k in QUANT_KINDS), CODE_PRUNE + ("study:make_ablation",), True,
+                         tuple(f"base/{k}" for k in QUANT_KINDS), CODE_PRUNE + ("journal", "study:make_ablation"), True,
                          stage="ablation"))
     s = cfg.search
     for job in search_jobs(cfg):
@@ -132,7 +132,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         conf = {"job": job, "budget": budget, "n_init": s.n_init, "q": s.q, "r_max": s.r_max,
                 "criterion": s.criterion, "evaluation": evaluation}
         arts.append(Artifact(search_id(job), "journals", search_id(job).replace("/", "-"), ".jsonl", make_search,
-                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "study:make_search"), True,
+                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "journal", "study:make_search"), True,
                              stage="search", resumable=True))
     for job in final_jobs(cfg):
         conf = {"job": job, "final": vars(cfg.final), "evaluation": evaluation, "criterion": s.criterion}
@@ -146,7 +146,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                          CODE_TRAIN + ("export", "size", "study:make_test_metrics"), True, stage="evaluate"))
     arts.append(Artifact("gp_slice", "tables", "gp_slice", ".json", make_gp_slice,
                          {"pair": [0, -1], "grid": 40, "r_max": s.r_max}, (search_id(gp_slice_job(cfg)),),
-                         ("search", "study:make_gp_slice"), stage="evaluate"))
+                         ("search", "journal", "study:make_gp_slice"), stage="evaluate"))
     searches = tuple(search_id(j) for j in search_jobs(cfg))
     table_inputs = {
         "baselines": tuple(f"base/{k}" for k in BASE_KINDS) + ("test_metrics",),
@@ -430,9 +430,9 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     return log
 
 
-def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], int]:
+def status_lines(preset=False, root=None, data_root=None, graph: Graph | None = None) -> tuple[list[str], int]:
     """One line per artifact and the exit code: 1 when anything is stale, missing, in progress or corrupt."""
-    graph = study_graph(preset, root, data_root)
+    graph = graph or study_graph(preset, root, data_root)
     report_ = graph.report()
     root_ = graph.root
     lines = [s.line(root_) for s in report_]
