@@ -28,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _job_post_init(self):
+    from .config import check_scheduler
     from .criteria import CRITERIA
     from .device import check_device_spelling
 
@@ -36,6 +37,7 @@ def _job_post_init(self):
     if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
         raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
     check_device_spelling(self.device)
+    check_scheduler(self.scheduler, self.workers)
 
 
 def _job_search_config(self, layers, extra) -> SearchConfig:
@@ -59,6 +61,8 @@ SearchJob = dataclasses.make_dataclass("SearchJob", [
     ("summary", str | None, field(default=None)),  # default: <journal>.summary.json
     ("layers", list[str] | None, field(default=None)),  # default: every prunable layer
     ("device", str, field(default="auto")),
+    ("scheduler", str | None, field(default=None, metadata={"help": "Dask: 'local' or tcp://host:8786"})),
+    ("workers", int | None, field(default=None, metadata={"help": "local Dask cluster size"})),
     *[(f.name, _SEARCH_HINTS[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
        else field(default_factory=f.default_factory)) for f in _SEARCH_FIELDS],
 ], namespace={"__post_init__": _job_post_init, "search_config": _job_search_config,
@@ -119,7 +123,7 @@ def _cmd_search(args) -> int:
     objective = PruneObjective(model, splits, job.criterion, job.bn_batches, job.val_images, job.finetune_steps,
                                criterion_options=job.criterion_options, device=job.device)
     sc.extra["objective"] = objective.describe()
-    result = search_ratios(objective, size, sc, journal=journal)
+    result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers)
     best = result.best
     out = {"journal": str(journal), "evaluations": len(result.records),
            "best": None if best is None else {
@@ -143,6 +147,17 @@ def _preset(args):
         cfg = cfg.shrunk(args.limit)
     if getattr(args, "device", None):
         cfg = dataclasses.replace(cfg, device=args.device)
+    if getattr(args, "scheduler", None) is not None or getattr(args, "eval_workers", None) is not None:
+        from .config import check_scheduler
+
+        scheduler = args.scheduler or cfg.search.scheduler
+        workers = args.eval_workers if args.eval_workers is not None else \
+            (cfg.search.workers if scheduler == cfg.search.scheduler else None)
+        try:
+            check_scheduler(scheduler, workers)
+        except ValueError as err:
+            raise BadInput(f"--scheduler / --eval-workers: {err}") from None
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, scheduler=scheduler, workers=workers))
     return cfg
 
 
@@ -234,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
                     help=f"stages to run, of {' '.join(STAGES)} (default: all)")
     st.add_argument("--device", help="auto, cpu, cuda or cuda:<i> (default: the preset's device field)")
+    st.add_argument("--scheduler", metavar="ADDRESS",
+                    help="evaluate search candidates on Dask: 'local' (a LocalCluster) or tcp://host:8786 "
+                         "(default: the preset's search.scheduler; none: in this process)")
+    st.add_argument("--eval-workers", type=int, metavar="N",
+                    help="worker processes of the local Dask cluster (default: one per GPU, else one per core)")
     _study_options(st)
     st.set_defaults(func=_cmd_study)
 

@@ -223,6 +223,17 @@ def _check_targets(targets: dict, what: str):
                 raise ValueError(f"{what}.{kind}: a size target is the fraction of the size removed, in (0, 1); got {t}")
 
 
+def check_scheduler(scheduler: str | None, workers: int | None):
+    """A Dask scheduler setting: None, ``"local"`` or an address such as ``tcp://host:8786``."""
+    if scheduler is not None and scheduler != "local" and "://" not in scheduler:
+        raise ValueError(f"scheduler: {scheduler!r} is neither 'local' nor an address like tcp://host:8786")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1 (or left out), got {workers}")
+    if workers is not None and scheduler != "local":
+        raise ValueError("workers sizes the local Dask cluster: give it with scheduler = 'local' (a running "
+                         "cluster has the workers it was started with)")
+
+
 @dataclass
 class EvaluationSettings:
     """What one evaluation of a pruned candidate uses (ablation and search alike)."""
@@ -264,9 +275,14 @@ class SearchSettings:
     criterion: str = "redundancy"
     pareto_budget: int = 60
     pareto_model: str = "bnn"
+    # where candidates are evaluated (not part of any key): None, in the study's process; "local", a Dask
+    # LocalCluster of `workers` processes (default one per GPU, else one per core); "tcp://host:8786", a cluster
+    scheduler: str | None = None
+    workers: int | None = None
 
     def __post_init__(self):
         _check_targets(self.targets, "targets")
+        check_scheduler(self.scheduler, self.workers)
         _check_names(self.methods, ("bo", "random", "uniform"), "methods")
         _check_names([self.criterion], list(CRITERION_VARIANTS), "criterion")
         _check_names([self.pareto_model], QUANT_KINDS, "pareto_model")

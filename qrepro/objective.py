@@ -58,6 +58,20 @@ class PruneObjective:
         self.val = subset_loader(splits.val, val_images, batch_size=batch_size)
         self.val_images = loader_size(self.val)
 
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def to(self, device) -> "PruneObjective":
+        """Move the model and the in-memory batches to ``device`` (a Dask worker's own GPU); in place."""
+        device = torch.device(device)
+        self.model.to(device)
+        for name in ("bn_loader", "ft_loader", "val"):
+            loader = getattr(self, name)
+            if hasattr(loader, "to") and not isinstance(loader, torch.utils.data.DataLoader):
+                setattr(self, name, loader.to(device))
+        return self
+
     def describe(self) -> dict:
         return {"criterion": self.criterion, "criterion_options": self.criterion_options,
                 "bn_batches": self.bn_batches, "val_images": self.val_images, "finetune_steps": self.finetune_steps,

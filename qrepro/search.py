@@ -22,7 +22,9 @@ interface and budget: ``method="random"`` (uniform in the feasible region) and
 
 Every candidate is journaled (JSON lines) before and after it is evaluated; a search
 started again on the same journal resumes where it stopped, evaluating nothing twice,
-and reproduces the uninterrupted run.
+and (evaluated one at a time) reproduces the uninterrupted run.  Evaluations may run
+concurrently, on a process pool or a Dask cluster (:mod:`qrepro.cluster`): the loop is then
+asynchronous, proposing for each free worker with the in-flight candidates as pending points.
 """
 from __future__ import annotations
 
@@ -30,10 +32,8 @@ import concurrent.futures as cf
 import contextlib
 import copy
 import math
-import multiprocessing
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -293,8 +293,9 @@ def single_thread():
 
 
 def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: SizeModel, step: int,
-                   warm: dict | None = None) -> tuple[torch.Tensor, dict]:
-    """``q`` candidates and the fitted GP's hyperparameters (journaled, to warm-start the next fit)."""
+                   warm: dict | None = None, pending: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """``q`` candidates and the fitted GP's hyperparameters (journaled, to warm-start the next fit);
+    ``pending``: candidates being evaluated, which the acquisition function treats as chosen."""
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.optim import optimize_acqf
 
@@ -305,10 +306,10 @@ def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: Si
         warnings.simplefilter("ignore")
         gp = fit_gp(x, y[:, :1], warm)
         if cfg.mode == "constrained":
-            acq = qLogNoisyExpectedImprovement(gp, X_baseline=x, prune_baseline=True)
+            acq = qLogNoisyExpectedImprovement(gp, X_baseline=x, prune_baseline=True, X_pending=pending)
             constraints = _constraint(cfg, size)
         else:
-            acq = _pareto_acquisition(gp, x, y, cfg, size)
+            acq = _pareto_acquisition(gp, x, y, cfg, size, pending)
             constraints = None
         # Initial conditions: the best of ``raw_samples`` feasible q-batches by rejection sampling
         # (BoTorch's default hit-and-run polytope sampler costs seconds per step on 2 cores).
@@ -374,14 +375,14 @@ def _ref_point(y: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
     return torch.tensor([acc_ref, 0.0], dtype=DTYPE)
 
 
-def _pareto_acquisition(gp, x, y, cfg, size):
+def _pareto_acquisition(gp, x, y, cfg, size, pending=None):
     from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
     from botorch.models.deterministic import GenericDeterministicModel
     from botorch.models.model import ModelList
 
     known = GenericDeterministicModel(lambda X: _pruned_fraction(X, cfg, size).unsqueeze(-1), num_outputs=1)
     return qLogNoisyExpectedHypervolumeImprovement(ModelList(gp, known), ref_point=_ref_point(y, cfg).tolist(),
-                                                   X_baseline=x, prune_baseline=True)
+                                                   X_baseline=x, prune_baseline=True, X_pending=pending)
 
 
 def pareto_front(points: torch.Tensor) -> torch.Tensor:
@@ -418,49 +419,75 @@ class SearchResult:
     front: list[dict]
 
 
-def _default_executor(q: int):
-    return cf.ProcessPoolExecutor(max_workers=q, mp_context=multiprocessing.get_context("spawn"))
-
-
 def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: SearchConfig,
                   journal: str | Path | None = None, executor: cf.Executor | None = None,
-                  progress: bool = True) -> SearchResult:
+                  progress: bool = True, scheduler=None, workers: int | None = None) -> SearchResult:
     """Search per-layer ratios; ``objective({layer: ratio}) -> value`` (higher is better).
 
-    ``executor``: where the ``q`` candidates of a step are evaluated concurrently (a local
-    process pool of ``q`` workers by default when ``q > 1``; any ``concurrent.futures.Executor``
-    works, e.g. one per GPU or machine; the objective must then be picklable).
+    Where candidates are evaluated (:mod:`qrepro.cluster`): in this process, one at a time (the
+    default); in ``executor`` (any ``concurrent.futures.Executor``), ``q`` at a time (a local
+    process pool of ``q`` when ``q > 1`` and no executor is given); or on a Dask cluster:
+    ``scheduler="local"`` starts a ``LocalCluster`` of ``workers`` processes (default: one per
+    GPU, else one per core), ``scheduler="tcp://host:8786"`` joins a running one.  Away from this
+    process the objective must be picklable.
+
+    The loop is asynchronous: whenever a worker is free it proposes the next candidates with the
+    ones still being evaluated passed to the acquisition function as pending points
+    (``X_pending``), so no worker waits for a batch to finish.  With one worker this is the
+    sequential search, candidate for candidate.  Only this process writes the journal: a
+    ``pending`` record before a candidate is submitted, an ``eval`` record when it finishes (in
+    the order they finish); a search started again on the journal re-queues the candidates that
+    were in flight and evaluates nothing twice.
     """
+    from .cluster import open_pool
+
     if list(size.layers) != list(cfg.layers):
         raise SearchError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
     check_reachable(cfg, size)
     header = {"config": cfg.to_dict(), "size": size.to_dict()}
     header["key"] = config_key(header)
-    jr = Journal(journal, header)
-    owned = None
-    if executor is None and cfg.q > 1:
-        executor = owned = _default_executor(cfg.q)
+    pool = open_pool(objective, cfg.q, executor, scheduler, workers)  # an unreachable cluster fails before the journal
+    try:
+        jr = Journal(journal, header)
+    except BaseException:
+        pool.close()
+        raise
     budget = 1 if cfg.method == "uniform" else cfg.budget
     init = _feasible_draws(cfg.n_init, cfg, size, cfg.seed, sobol=True) if cfg.method == "bo" else None
     rand = _feasible_draws(budget, cfg, size, cfg.seed, sobol=False) if cfg.method == "random" else None
     bar = tqdm(total=budget, desc=f"{cfg.method} search", disable=not progress)
     bar.update(len(jr.evals))
+    requeue = jr.pending()  # candidates that were in flight when the last run stopped
+    issued = 1 + max((r["index"] for r in jr.records if r["type"] != "header"), default=-1)
+    in_flight: dict[int, dict] = {}
     try:
         while len(jr.evals) < budget:
-            todo = jr.pending()
-            if not todo:
-                todo = _propose(jr, cfg, size, init, rand, budget)
+            while requeue or issued < budget:
+                free = pool.free()
+                if free < 1 or (not requeue and cfg.method == "bo" and issued >= cfg.n_init
+                                and len(jr.evals) < min(cfg.n_init, 2) and in_flight):
+                    break  # no idle worker, or the GP has nothing to fit yet: wait for a result
+                if requeue:
+                    todo = [requeue.pop(0)]
+                else:
+                    n = min(cfg.q, free, budget - issued)
+                    todo = _propose(jr, cfg, size, init, rand, issued, n, list(in_flight.values()))
+                    for rec in todo:
+                        jr.add(rec)
+                    issued += len(todo)
                 for rec in todo:
-                    jr.add(rec)
-            _evaluate(todo, objective, jr, cfg, size, executor)
-            bar.update(len(todo))
+                    in_flight[rec["index"]] = rec
+                    pool.submit(rec, _ratios(rec, cfg))
+            for rec, value, seconds in pool.wait():
+                in_flight.pop(rec["index"])
+                _record(rec, value, seconds, jr, cfg, size)
+                bar.update(1)
             best = best_feasible(jr.evals)
             if best:
                 bar.set_postfix(best_feasible=f"{best['value']:.4g}")
     finally:
         bar.close()
-        if owned is not None:
-            owned.shutdown()
+        pool.close()
     evals = sorted(jr.evals, key=lambda r: r["index"])
     front = []
     if evals:
@@ -476,53 +503,54 @@ def best_feasible(evals: list[dict]) -> dict | None:
     return max(feasible, key=lambda r: (r["value"], -r["index"])) if feasible else None
 
 
-def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, budget: int) -> list[dict]:
-    n_done = len(jr.evals)
-    q = min(cfg.q, budget - n_done)
+def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, index: int, n: int,
+             in_flight: list[dict]) -> list[dict]:
+    """``n`` pending records from ``index`` on; BO conditions on the finished evaluations and
+    treats ``in_flight`` candidates as pending points."""
+    base = {"type": "pending", "in_flight": len(in_flight)} if in_flight else {"type": "pending"}
     if cfg.method == "uniform":
         x = torch.full((1, len(cfg.layers)), uniform_ratio(cfg, size) / cfg.r_max, dtype=DTYPE)
         source = "uniform"
     elif cfg.method == "random":
-        x, source = rand[n_done:n_done + q], "random"
-    elif n_done < cfg.n_init:
-        x, source = init[n_done:n_done + min(q, cfg.n_init - n_done)], "sobol"
+        x, source = rand[index:index + n], "random"
+    elif index < cfg.n_init:
+        x, source = init[index:index + min(n, cfg.n_init - index)], "sobol"
     else:
         xs = torch.tensor([r["x"] for r in jr.evals], dtype=DTYPE)
         ys = torch.tensor([[r["value"]] for r in jr.evals], dtype=DTYPE)
+        pending = torch.tensor([r["x"] for r in in_flight], dtype=DTYPE) if in_flight else None
         warm = next((r["gp"] for r in reversed(jr.records) if r["type"] == "pending" and "gp" in r), None)
-        x, gp = _bo_candidates(xs, ys, cfg, size, n_done, warm)
-        return [{"type": "pending", "index": n_done + i, "x": [float(v) for v in row], "source": "bo", "gp": gp}
+        cfg_n = cfg if n == cfg.q else replace(cfg, q=n)
+        x, gp = _bo_candidates(xs, ys, cfg_n, size, index, warm, pending)
+        return [{**base, "index": index + i, "x": [float(v) for v in row], "source": "bo", "gp": gp}
                 for i, row in enumerate(x)]
-    return [{"type": "pending", "index": n_done + i, "x": [float(v) for v in row], "source": source}
+    return [{**base, "index": index + i, "x": [float(v) for v in row], "source": source}
             for i, row in enumerate(x)]
 
 
-def _evaluate(todo, objective, jr: Journal, cfg: SearchConfig, size: SizeModel, executor):
-    ratios = [{n: float(v) * cfg.r_max for n, v in zip(cfg.layers, rec["x"])} for rec in todo]
-    starts = time.time()
-    if executor is not None and len(todo) > 1:
-        futures = [executor.submit(objective, r) for r in ratios]
-        values = [f.result() for f in futures]
-    else:
-        values = [objective(r) for r in ratios]
-    seconds = (time.time() - starts) / len(todo)
-    for rec, r, v in zip(todo, ratios, values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-            raise SearchError(f"the objective returned {v!r} for {r}; it must return a finite number (nothing of "
-                              "this candidate was journaled; fix the objective and rerun to resume)")
-        rv = list(r.values())
-        exact = size.exact_size(rv)
-        feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
-        out = {"type": "eval", "index": rec["index"], "x": rec["x"], "source": rec["source"], "ratios": rv,
-               "value": float(v), "size": exact, "pruned_fraction": 1 - exact / size.base, "feasible": feasible,
-               "seconds": seconds, "seed": cfg.seed}
-        prev = best_feasible(jr.evals + [out])
-        out["best_so_far"] = prev["value"] if prev else None
-        if cfg.mode == "pareto":
-            pts = torch.tensor([[e["value"], e["pruned_fraction"]] for e in jr.evals + [out]], dtype=DTYPE)
-            ref = _ref_point(pts, cfg) if cfg.ref_accuracy is not None else torch.tensor([0.0, 0.0], dtype=DTYPE)
-            out["hypervolume"] = hypervolume(pts, ref)
-        jr.add(out)
+def _ratios(rec: dict, cfg: SearchConfig) -> dict:
+    return {n: float(v) * cfg.r_max for n, v in zip(cfg.layers, rec["x"])}
+
+
+def _record(rec: dict, value, seconds: float, jr: Journal, cfg: SearchConfig, size: SizeModel):
+    """Journal the finished evaluation of ``rec``."""
+    r = _ratios(rec, cfg)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise SearchError(f"the objective returned {value!r} for {r}; it must return a finite number (nothing of "
+                          "this candidate was journaled; fix the objective and rerun to resume)")
+    rv = list(r.values())
+    exact = size.exact_size(rv)
+    feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
+    out = {"type": "eval", "index": rec["index"], "x": rec["x"], "source": rec["source"], "ratios": rv,
+           "value": float(value), "size": exact, "pruned_fraction": 1 - exact / size.base, "feasible": feasible,
+           "seconds": seconds, "seed": cfg.seed}
+    prev = best_feasible(jr.evals + [out])
+    out["best_so_far"] = prev["value"] if prev else None
+    if cfg.mode == "pareto":
+        pts = torch.tensor([[e["value"], e["pruned_fraction"]] for e in jr.evals + [out]], dtype=DTYPE)
+        ref = _ref_point(pts, cfg) if cfg.ref_accuracy is not None else torch.tensor([0.0, 0.0], dtype=DTYPE)
+        out["hypervolume"] = hypervolume(pts, ref)
+    jr.add(out)
 
 
 def load_journal(path: str | Path) -> tuple[dict, list[dict]]:

@@ -295,7 +295,29 @@ def make_search(graph: Graph, art: Artifact, path: Path):
                       ref_accuracy=0.0 if job["mode"] == "pareto" else None, extra={"study": c})
     objective = make_objective(model, _splits(graph), graph.config, c["criterion"], 0, job["seed"])
     print(f"[search] {path.name}")
-    search_ratios(objective, SizeModel.from_model(model, layers), sc, journal=path, progress=graph.progress)
+    search_ratios(objective, SizeModel.from_model(model, layers), sc, journal=path, progress=graph.progress,
+                  scheduler=_dask_client(graph))
+
+
+def _dask_client(graph: Graph):
+    """The Dask client of the study's searches (None: they evaluate in this process); one cluster
+    serves every search of a run and is closed at its end (:func:`run_study`)."""
+    s = graph.config.search
+    if s.scheduler is None:
+        return None
+    if getattr(graph, "_dask", None) is None:
+        from .cluster import connect
+
+        graph._dask = connect(s.scheduler, s.workers)
+    return graph._dask[0]
+
+
+def _close_dask(graph: Graph):
+    client, cluster = getattr(graph, "_dask", None) or (None, None)
+    if cluster is not None:
+        client.close()
+        cluster.close()
+    graph._dask = None
 
 
 # --------------------------------------------------------------------------- stage 4: fine-tune finals
@@ -414,14 +436,19 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     graph.progress = progress
     graph.data_identity()  # a bad data root fails here, before any work
     times = {}
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        t0 = time.time()
-        for id in graph.ids(stage):
-            graph.build(id)
-        times[stage] = time.time() - t0
-        print(f"[stage {stage}] {times[stage]:.0f} s")
+    try:
+        if "search" in stages and not all(graph.done(i) for i in graph.ids("search")):
+            _dask_client(graph)  # an unreachable scheduler fails here, before any work
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            t0 = time.time()
+            for id in graph.ids(stage):
+                graph.build(id)
+            times[stage] = time.time() - t0
+            print(f"[stage {stage}] {times[stage]:.0f} s")
+    finally:
+        _close_dask(graph)
     log = results_dir(root) / f"study-{graph.config.name}.json"
     previous = json.loads(log.read_text()) if log.exists() else {}
     runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime(),

@@ -191,6 +191,8 @@ def test_journal_that_is_not_json_lines(tmp_path):
     ({"ablation": {"criteria": ["redundancy", "l2"]}}, "criteria: unknown 'l2'"),
     ({"limit": 0}, "limit must be at least 1"),
     ({"search": {"targets": {"bnn": [1.5]}}}, r"targets.bnn: a size target .* in \(0, 1\)"),
+    ({"search": {"scheduler": "dask-host"}}, "scheduler: 'dask-host' is neither 'local' nor an address"),
+    ({"search": {"workers": 4}}, "workers sizes the local Dask cluster: give it with scheduler = 'local'"),
 ])
 def test_study_preset_errors_name_the_file_and_field(tmp_path, override, match):
     import tomllib
@@ -304,6 +306,8 @@ def search_config(tmp_path, ckpts, **fields):
     (dict(criterion="norm"), "criterion: unknown 'norm'"),
     (dict(target=0.99), "target 0.9900 cannot be reached"),
     (dict(n_init=5), r"n_init \(5\) must be smaller than budget \(3\)"),
+    (dict(scheduler="local", workers=0), "workers must be at least 1"),
+    (dict(scheduler="tcp://127.0.0.1:9"), r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"),
 ])
 def test_cli_search_config(capsys, tmp_path, ckpts, fields, match):
     code, _, err = run_cli(capsys, ["search", "--config", search_config(tmp_path, ckpts, **fields)])
@@ -331,6 +335,8 @@ def test_cli_search_files(capsys, tmp_path, ckpts):
 @pytest.mark.parametrize("argv, match", [
     (["study", "--stages", "basee"], "argument --stages: invalid choice: 'basee'"),
     (["study", "--preset", "nope"], "no study preset 'nope'"),
+    (["study", "--scheduler", "host:8786"], "--scheduler / --eval-workers: scheduler: 'host:8786' is neither"),
+    (["study", "--eval-workers", "0", "--scheduler", "local"], "workers must be at least 1"),
     (["reproduce", "--only", "zzz"], "--only zzz: no notebook matches; notebooks: 01_quantizers.ipynb"),
     (["status", "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
     (["train"], "the following arguments are required: --out"),

@@ -1,0 +1,149 @@
+"""Asynchronous batch BO on a Dask LocalCluster (qrepro.cluster): a worker killed mid-evaluation,
+a driver stopped with candidates in flight, an unreachable scheduler."""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qrepro.errors import BadInput
+from qrepro.search import SearchConfig, SizeModel, search_ratios
+
+distributed = pytest.importorskip("distributed")
+
+LAYERS = ["a", "b", "c", "d"]
+SENS = [4.0, 3.0, 1.0, 0.5]
+
+
+def toy_size():
+    return SizeModel(2000.0, {n: 100 for n in LAYERS}, {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0})
+
+
+class SlowToy:
+    """The known-optimum toy of test_search, taking ``seconds`` per call; each call leaves a line
+    ``start <pid> <ratios>`` in ``log`` when it starts and ``end ...`` when it ends, so a test can
+    see which worker is busy with what."""
+
+    def __init__(self, log, seconds=0.6, fail_at=None):
+        self.log, self.seconds, self.fail_at = str(log), seconds, fail_at
+
+    def _note(self, what, ratios):
+        with open(self.log, "a") as f:
+            f.write(json.dumps([what, os.getpid(), [ratios[n] for n in LAYERS]]) + "\n")
+
+    def __call__(self, ratios):
+        self._note("start", ratios)
+        time.sleep(self.seconds)
+        r = torch.tensor([ratios[n] for n in LAYERS])
+        if self.fail_at is not None and Path(self.fail_at).exists():
+            raise RuntimeError("objective failure (planted by the test)")
+        self._note("end", ratios)
+        return float(90 - 100 * (torch.tensor(SENS) * (r - 0.1) ** 2).sum())
+
+
+def cfg(**kw):
+    base = dict(layers=LAYERS, target=0.4, r_max=0.9, budget=12, n_init=4, seed=0, num_restarts=2, raw_samples=64)
+    return SearchConfig(**{**base, **kw})
+
+
+def lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def test_worker_killed_mid_evaluation_search_completes_nothing_lost_or_repeated(client, tmp_path):
+    log, journal = tmp_path / "calls.log", tmp_path / "search.jsonl"
+    killed = {}
+
+    def killer():  # kill the worker that is evaluating the 6th candidate, while it evaluates it
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            starts = [e for e in lines(log) if e[0] == "start"] if log.exists() else []
+            if len(starts) >= 6:
+                killed["pid"], killed["x"] = starts[5][1], starts[5][2]
+                os.kill(starts[5][1], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    pids_before = set(client.run(os.getpid).values())
+    t = threading.Thread(target=killer)
+    t.start()
+    res = search_ratios(SlowToy(log), toy_size(), cfg(), journal=journal, scheduler=client, progress=False)
+    t.join()
+    assert killed["pid"] in pids_before
+    evals = [r for r in lines(journal) if r["type"] == "eval"]
+    assert sorted(r["index"] for r in evals) == list(range(12))  # every candidate finished, each journaled once
+    assert len(res.records) == 12 and res.best["feasible"]
+    ends = [e for e in lines(log) if e[0] == "end"]
+    assert not any(e[1] == killed["pid"] and e[2] == killed["x"] for e in ends)  # it died mid-evaluation
+    assert sum(e[2] == killed["x"] for e in ends) == 1  # ... and its candidate was evaluated again, once
+    # asynchronous: some BO candidates were proposed while another was being evaluated
+    assert any(r.get("in_flight") for r in lines(journal) if r["type"] == "pending" and r["source"] == "bo")
+    need = (1 - 0.4) * 2000
+    assert all(r["size"] <= need + 1e-6 for r in evals)
+
+
+def test_driver_stopped_with_candidates_in_flight_resumes_and_requeues_them(client, tmp_path):
+    log, journal, flag = tmp_path / "calls.log", tmp_path / "search.jsonl", tmp_path / "fail"
+    toy = SlowToy(log, seconds=0.3, fail_at=flag)
+
+    def fail_later():
+        while not journal.exists() or sum(r["type"] == "eval" for r in lines(journal)) < 5:
+            time.sleep(0.05)
+        flag.touch()
+
+    t = threading.Thread(target=fail_later)
+    t.start()
+    with pytest.raises(RuntimeError, match="planted"):
+        search_ratios(toy, toy_size(), cfg(budget=10), journal=journal, scheduler=client, progress=False)
+    t.join()
+    first = lines(journal)
+    done = {r["index"] for r in first if r["type"] == "eval"}
+    in_flight = {r["index"] for r in first if r["type"] == "pending"} - done
+    assert in_flight, "the planted failure left no candidate in flight"
+    flag.unlink()
+    before = Path(journal).read_bytes()
+    res = search_ratios(SlowToy(log, seconds=0.05), toy_size(), cfg(budget=10), journal=journal, scheduler=client,
+                        progress=False)
+    assert Path(journal).read_bytes().startswith(before)  # appended to, never rewritten
+    after = lines(journal)
+    assert sorted(r["index"] for r in after if r["type"] == "eval") == list(range(10))
+    requeued = [r for r in after[len(first):] if r["type"] == "pending"]
+    assert not {r["index"] for r in requeued} & in_flight  # in-flight candidates re-queued as they were
+    assert len(res.records) == 10
+
+
+def test_local_cluster_started_by_the_search(tmp_path):
+    res = search_ratios(SlowToy(tmp_path / "log", seconds=0.05), toy_size(), cfg(budget=6, n_init=3),
+                        scheduler="local", workers=2, progress=False)
+    assert sorted(r["index"] for r in res.records) == list(range(6))
+
+
+def test_unreachable_scheduler_is_one_clear_line():
+    with pytest.raises(BadInput, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9") as err:
+        search_ratios(SlowToy(os.devnull), toy_size(), cfg(), scheduler="tcp://127.0.0.1:9", progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_one_worker_asynchronous_loop_is_the_sequential_search(tmp_path):
+    """With no concurrency the loop proposes exactly what the in-process search proposes."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as one:
+        a = search_ratios(SlowToy(tmp_path / "a", 0.0), toy_size(), cfg(budget=7), scheduler=one, progress=False)
+    b = search_ratios(SlowToy(tmp_path / "b", 0.0), toy_size(), cfg(budget=7), progress=False)
+    assert [r["x"] for r in a.records] == [r["x"] for r in b.records]
