@@ -1,6 +1,6 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train criteria inference search] [--repeats N] [--json PATH]
+    python benchmarks/benchmark.py [--sections train criteria inference search cluster] [--repeats N] [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
   precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
@@ -10,7 +10,10 @@
 * search: BoTorch time per proposal (fit + acquisition) at 9 and 12 dimensions with 60
   observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST; and the same
   proposal while two other processes keep both cores busy, on one thread (what
-  ``qrepro.search`` does) against two threads (what it did before).
+  ``qrepro.search`` does) against two threads (what it did before);
+* cluster: wall time of a 40-evaluation asynchronous BO search on a Dask LocalCluster with 2
+  workers against 1 (and one worker per GPU where CUDA is present), and the GP refit time
+  against one evaluation: past 1 / that ratio workers, BO itself is the bottleneck.
 
 Every row is also written to ``--json PATH`` (keys named after the rows).
 """
@@ -201,8 +204,61 @@ def bench_search(repeats: int):
     return rows
 
 
+def bench_cluster(repeats: int):
+    """A 40-evaluation BO search of ResNet-20 BNN's ratios on a Dask LocalCluster: 2 workers against 1
+    (and one per GPU where CUDA is present); the GP refit + acquisition time against one evaluation."""
+    from distributed import Client, LocalCluster
+
+    from qrepro.objective import PruneObjective
+    from qrepro.prune import prunable_layers
+    from qrepro.search import SearchConfig, SizeModel, _bo_candidates, search_ratios
+    from qrepro.study import load_study_data, study_settings
+
+    torch.manual_seed(0)
+    splits = load_study_data(False)
+    model = quantize_model(build_model("resnet20", in_channels=1), "bnn")
+    layers = prunable_layers(model)
+    size = SizeModel.from_model(model, layers)
+    cfg = SearchConfig(layers=layers, target=0.2612, budget=40, n_init=10, seed=0)
+    ev = study_settings(False)["evaluation"]
+    rows, runs = {}, [("1 worker", "cpu", 1), ("2 workers", "cpu", 2)]
+    if torch.cuda.is_available():
+        runs.append((f"{torch.cuda.device_count()} workers, one per GPU", "cuda", torch.cuda.device_count()))
+    print("\n## Asynchronous BO on a Dask LocalCluster: a 40-evaluation search (ResNet-20 BNN, "
+          f"{len(layers)} layers, target 0.2612)")
+    print("| workers | wall s | evaluations / s | speed-up over 1 worker | mean evaluation s |\n|---|---|---|---|---|")
+    for label, device, n in runs:
+        objective = PruneObjective(model, splits, device=device, **ev)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=50) as cluster, Client(cluster) as client:
+            client.wait_for_workers(n)
+            t0 = time.perf_counter()
+            res = search_ratios(objective, size, cfg, scheduler=client, progress=False)
+            wall = time.perf_counter() - t0
+        key = f"search40_{device}_{n}workers"
+        rows[key + "_s"] = wall
+        rows[key + "_evaluation_s"] = statistics.mean(r["seconds"] for r in res.records)
+        base = rows["search40_cpu_1workers_s"]
+        print(f"| {label} | {wall:.1f} | {40 / wall:.2f} | {base / wall:.2f} | {rows[key + '_evaluation_s']:.2f} |")
+    rows["search40_2workers_speedup"] = rows["search40_cpu_1workers_s"] / rows["search40_cpu_2workers_s"]
+    # the driver's share: one GP refit + acquisition at 39 observations, against one evaluation
+    x = torch.tensor([r["x"] for r in res.records[:39]], dtype=torch.double)
+    y = torch.tensor([[r["value"]] for r in res.records[:39]], dtype=torch.double)
+    _, warm = _bo_candidates(x[:-1], y[:-1], cfg, size, 38)
+    rows["gp_refit_39obs_s"] = timed(lambda: _bo_candidates(x, y, cfg, size, 39, warm), max(1, repeats // 3))
+    objective = PruneObjective(model, splits, **ev)
+    rows["evaluation_s"] = timed(lambda: objective(0.3), max(1, repeats // 3))
+    ratio = rows["gp_refit_39obs_s"] / rows["evaluation_s"]
+    rows["gp_refit_over_evaluation"] = ratio
+    print(f"\nGP refit + acquisition at 39 observations: {rows['gp_refit_39obs_s']:.2f} s; one evaluation in this "
+          f"process: {rows['evaluation_s']:.2f} s (ratio {ratio:.2f}): BO itself becomes the bottleneck past about "
+          f"{1 / ratio:.0f} workers, when a worker frees up faster than the driver proposes.")
+    return rows
+
+
 KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
-SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search}
+SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search,
+            "cluster": bench_cluster}
 
 
 def main(argv=None):

@@ -356,17 +356,24 @@ class Graph:
         if self.done(id):
             print(f"[cached] {self.status(id).path.name}")
             return self.status(id).path
+        from .distributed import barrier, is_main
+
         a = self[id]
         for i in a.inputs:
             self.resolve(i)
         path = self.path(id)
         path.parent.mkdir(parents=True, exist_ok=True)
         st = self.status(id)
-        if path.exists() and st.state != "in progress" and (a.keyed or st.state == "corrupt"):
+        if path.exists() and st.state != "in progress" and (a.keyed or st.state == "corrupt") and is_main():
             # never overwrite a checkpoint or journal someone may want back (stable tables are regenerated)
             aside = path.with_name(f"{path.name}.{st.state.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
             os.replace(path, aside)
             print(f"[moved aside] {path.name} ({st.state}: {st.detail}) -> {aside.name}")
-        a.make(self, a, path)
-        self.record(id, path)
+        barrier()
+        a.make(self, a, path)  # under torchrun every rank trains; only rank 0 writes
+        if is_main():
+            self.record(id, path)
+        barrier()  # the other ranks read the record rank 0 just wrote
+        self._status.clear()
+        self._components.clear()
         return path

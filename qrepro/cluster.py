@@ -90,9 +90,11 @@ def _hold(objective):
     return objective
 
 
-def _evaluate_on_worker(objective, ratios: dict) -> tuple[float, float]:
+def _evaluate_on_worker(objective, ratios: dict, threads: int | None = None) -> tuple[float, float]:
     """One evaluation on a Dask worker: on the worker's GPU when the objective runs on CUDA
-    (worker ``i`` of a cluster uses GPU ``i mod count``), else where the objective is."""
+    (worker ``i`` of a cluster uses GPU ``i mod count``), else where the objective is; with
+    ``threads`` torch threads when given (a local cluster shares the cores among its workers)."""
+    _tune_worker_process(threads)
     to = getattr(objective, "to", None)
     if to is not None and torch.cuda.is_available() and getattr(objective, "device", None) is not None \
             and torch.device(objective.device).type == "cuda":
@@ -100,6 +102,30 @@ def _evaluate_on_worker(objective, ratios: dict) -> tuple[float, float]:
         if torch.device(objective.device) != device:
             to(device)
     return timed_call(objective, ratios)
+
+
+_TUNED = False
+
+
+def _tune_worker_process(threads: int | None):
+    """Once per worker process: keep freed memory instead of returning it to the system at once.
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which made every evaluation
+    (megabytes of activations allocated and freed per batch) about 2.7 times slower here:
+    5.5 s against 2.0 s for one ResNet-20 evaluation on one thread (README, "Running on a cluster")."""
+    global _TUNED
+    if threads:
+        torch.set_num_threads(threads)
+    if _TUNED:
+        return
+    _TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large buffers from the heap, reused
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def _worker_index() -> int:
@@ -112,17 +138,19 @@ def _worker_index() -> int:
         return abs(hash(name))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """One worker per GPU where CUDA is present, else one per CPU core this process may use."""
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.cuda.device_count() if torch.cuda.is_available() else _cores()
 
 
 def connect(scheduler, workers: int | None = None):
     """``(client, owned cluster or None)``: ``scheduler`` is ``"local"`` (a ``LocalCluster`` of
-    ``workers`` single-threaded processes), an address such as ``tcp://host:8786``, or a
-    ``distributed.Client`` used as it is."""
+    ``workers`` processes, each running one evaluation at a time), an address such as
+    ``tcp://host:8786``, or a ``distributed.Client`` used as it is."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:
@@ -152,6 +180,11 @@ class DaskPool:
 
     def __init__(self, objective: Callable, scheduler, workers: int | None = None):
         self.client, self.cluster = connect(scheduler, workers)
+        # a local cluster shares this machine's cores among its workers (Dask starts each on 1 thread)
+        from distributed import LocalCluster
+
+        local = self.cluster or getattr(self.client, "cluster", None)
+        self.threads = max(1, _cores() // len(local.workers)) if isinstance(local, LocalCluster) else None
         self.objective = self.client.submit(_hold, objective, pure=False, key=f"objective-{uuid.uuid4().hex}")
         self.running: dict = {}  # future -> (record, ratios, resubmissions)
 
@@ -163,7 +196,7 @@ class DaskPool:
         return threads - len(self.running)
 
     def submit(self, record: dict, ratios: dict, tries: int = 0):
-        future = self.client.submit(_evaluate_on_worker, self.objective, ratios, pure=False,
+        future = self.client.submit(_evaluate_on_worker, self.objective, ratios, self.threads, pure=False,
                                     key=f"candidate-{record['index']}-{tries}-{uuid.uuid4().hex}")
         self.running[future] = (record, ratios, tries)
 

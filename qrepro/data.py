@@ -92,22 +92,39 @@ class TensorLoader:
         kw = dict(batch_size=self.batch_size, shuffle=False, augment=False, pad=self.pad, flip=self.flip,
                   mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()),
                   seed=self.seed)
-        return TensorLoader(self.images[:n], self.labels[:n], **{**kw, **options}).to(self.device)
+        # copies, not views: a view would pickle (to a Dask worker) the whole dataset it is cut from
+        return TensorLoader(self.images[:n].clone(), self.labels[:n].clone(), **{**kw, **options}).to(self.device)
 
-    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def shard(self, rank: int, world: int) -> "TensorLoader":
+        """The same loader serving process ``rank`` of ``world`` its contiguous part of every batch
+        (data-parallel training): the order and augmentation are drawn for the whole batch, as one
+        process would, so the ``world`` parts together are exactly the one-process batches."""
+        out = copy.copy(self)
+        out.rank, out.world = rank, world
+        return out
+
+    rank, world = 0, 1
+
+    def _draw(self, b: int, g: torch.Generator) -> tuple:
+        """Random crop offsets and flips of a batch of ``b`` images (drawn for the whole batch)."""
+        p = self.pad
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=g)
+        flip = torch.rand(b, generator=g) < 0.5 if self.flip else None
+        return dy, dx, flip
+
+    def _augment(self, x: torch.Tensor, dy, dx, flip) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.pad
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         dev = x.device  # random numbers come from the CPU generator, so every device sees the same batches
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=g).to(dev)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=g).to(dev)
+        dy, dx = dy.to(dev), dx.to(dev)
         rows = (dy.view(b, 1) + torch.arange(h, device=dev).view(1, h))  # (B, H)
         cols = (dx.view(b, 1) + torch.arange(w, device=dev).view(1, w))  # (B, W)
         idx_b = torch.arange(b, device=dev).view(b, 1, 1)
         out = padded.permute(0, 2, 3, 1)[idx_b, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
-        if self.flip:
-            flip = (torch.rand(b, generator=g) < 0.5).to(dev)
-            out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
+        if flip is not None:
+            out = torch.where(flip.to(dev).view(b, 1, 1, 1), out.flip(3), out)
         return out
 
     def __iter__(self):
@@ -118,9 +135,15 @@ class TensorLoader:
         order = order.to(self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            b = len(idx)
+            params = self._draw(b, g) if self.augment else None
+            if self.world > 1:  # this process's part of the batch
+                lo, hi = b * self.rank // self.world, b * (self.rank + 1) // self.world
+                idx = idx[lo:hi]
+                params = params and tuple(None if t is None else t[lo:hi] for t in params)
             x = self.images[idx].float().div_(255)
             if self.augment:
-                x = self._augment(x, g)
+                x = self._augment(x, *params)
             yield (x - self.mean) / self.std, self.labels[idx]
 
 

@@ -6,6 +6,8 @@ that pay on a GPU; on the CPU they are accepted and do nothing, so one preset ru
 """
 from __future__ import annotations
 
+import os
+
 import contextlib
 import re
 
@@ -29,7 +31,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if isinstance(spec, torch.device):
         spec = str(spec)
     if spec is None or check_device_spelling(spec) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise BadInput(f"device {spec!r}: no CUDA device is visible here (torch {torch.__version__}); "
@@ -38,6 +40,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise BadInput(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible; "
                            f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one GPU per process, GPU LOCAL_RANK
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(spec)
 
 
@@ -48,6 +52,13 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``'s first parameter (float32 for a model without parameters)."""
+    for p in model.parameters():
+        return p.dtype
+    return torch.float32
+
+
 def autocast(device: torch.device, bf16: bool):
     """bfloat16 autocast on CUDA when ``bf16``; a no-op otherwise."""
     if bf16 and device.type == "cuda":
@@ -55,10 +66,14 @@ def autocast(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """``x`` on ``device`` (asynchronously from pinned memory), in channels-last layout if asked."""
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` on ``device`` (asynchronously from pinned memory), in channels-last layout if asked;
+    floating ``x`` cast to ``dtype`` if given (a float64 model gets float64 images)."""
     if x.device != device:
         x = x.to(device, non_blocking=True)
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)
     if channels_last and x.dim() == 4 and device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return x

@@ -7,6 +7,7 @@ line without a traceback (``--debug`` shows it).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -28,7 +29,7 @@ def check_writable_dir(path: str | Path, what: str) -> Path:
             break
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".qrepro-write-test"
+        probe = p / f".qrepro-write-test-{os.getpid()}"  # one per process: torchrun's ranks check at once
         probe.write_text("")
         probe.unlink()
     except OSError as err:

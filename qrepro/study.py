@@ -29,19 +29,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import report
+from . import distributed, report
 from .artifacts import Artifact, Graph
 from .cache import write_json_atomic
 from .checkpoint import environment_info, load_checkpoint
 from .config import BASE_KINDS, CRITERION_VARIANTS, QUANT_KINDS, StudyConfig, from_mapping, load_study
+from .errors import BadInput
 from .journal import append_record, read_records
 from .paths import results_dir
 from .size import model_size_bytes
 from .train import TrainConfig, evaluate
 
 STAGES = ("base", "ablation", "search", "final", "evaluate", "tables")
+DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data-parallel under torchrun
 # code each kind of artifact depends on (modules of qrepro, or module:function)
-CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device")
+CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device", "distributed")
 CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference")
@@ -335,6 +337,7 @@ def chosen_ratios(graph: Graph, art: Artifact) -> dict:
 
 
 def make_final(graph: Graph, art: Artifact, path: Path):
+    from .distributed import describe, is_main
     from .export import save_packed
     from .prune import prune, recalibrate_batchnorm
     from .train import train
@@ -353,8 +356,9 @@ def make_final(graph: Graph, art: Artifact, path: Path):
     history = train(pruned, splits, tc, progress=graph.progress)
     metrics = {"val_acc_before_finetune": before, "val_acc": evaluate(pruned, splits.val)["acc"],
                "size_bytes": model_size_bytes(pruned), "ratios": ratios, "history": history}
-    save_packed(path, pruned, config={"job": job, "final": art.config, "metrics": metrics,
-                                      "versions": environment_info()})
+    if is_main():  # under torchrun every rank fine-tunes, rank 0 writes
+        save_packed(path, pruned, config={"job": job, "final": art.config, "metrics": metrics,
+                                          "versions": environment_info(), "distributed": describe()})
 
 
 # --------------------------------------------------------------------------- stage 5: evaluate
@@ -433,6 +437,12 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
         raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))}; accepted values: {', '.join(STAGES)}")
     check_writable_dir(results_dir(root), "results folder")
     graph = study_graph(preset, root, data_root)
+    if distributed.init_from_env(graph.config.device):
+        others = [s for s in stages if s not in DISTRIBUTED_STAGES]
+        if others:
+            raise BadInput(f"under torchrun the study runs its training stages only ({', '.join(DISTRIBUTED_STAGES)}); "
+                           f"run {', '.join(others)} in one process (python -m qrepro study --stages "
+                           f"{' '.join(others)}; searches scale out with --scheduler)")
     graph.progress = progress
     graph.data_identity()  # a bad data root fails here, before any work
     times = {}

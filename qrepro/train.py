@@ -8,8 +8,11 @@ usual recipe for binary networks.  ``TrainConfig`` holds every choice.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -17,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import BadInput
-from .device import autocast, model_device, to_device
+from .device import autocast, model_device, model_dtype, to_device
 from .quantize import is_quantized
 
 OPTIMIZERS = ("sgd", "adam")
@@ -109,14 +112,14 @@ def evaluate(model: nn.Module, loader, max_batches: int | None = None, progress:
     model.eval()
     correct = total = 0
     loss = 0.0
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     loss_t = torch.zeros((), dtype=torch.float64, device=device)
     correct_t = torch.zeros((), dtype=torch.int64, device=device)
     it = tqdm(loader, desc="eval", leave=False, disable=not progress)
     for i, (x, y) in enumerate(it):
         if max_batches is not None and i >= max_batches:
             break
-        x, y = to_device(x, device), to_device(y, device)
+        x, y = to_device(x, device, dtype=dtype), to_device(y, device)
         out = model(x)
         loss_t += F.cross_entropy(out.float(), y, reduction="sum").double()
         correct_t += (out.argmax(1) == y).sum()
@@ -149,17 +152,25 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eval_every_epoch: bool = True,
-          max_steps: int | None = None) -> list[dict]:
+          max_steps: int | None = None, state_path: str | Path | None = None) -> list[dict]:
     """Train ``model`` in place; returns one record per epoch (loss, accuracies, seconds).
 
     ``cfg.epochs`` may be fractional (the last epoch stops early); ``max_steps`` caps the
-    number of optimizer steps (smoke runs).
+    number of optimizer steps (smoke runs).  Under torchrun the model trains data-parallel
+    (:mod:`qrepro.distributed`: each rank its part of every global batch, BatchNorm over the
+    global batch) and comes back as the same plain module on every rank.
+
+    ``state_path``: after every epoch rank 0 writes the training state there (model, optimizer,
+    schedule, step, history); a run started again with the same ``cfg`` resumes from it, with
+    the batches the uninterrupted run would have seen.
     """
+    from .distributed import active, convert_batchnorm, is_main, revert_batchnorm, set_epoch, shard_loader
+
     seed_everything(cfg.seed)
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    loader = splits.train
+    loader = shard_loader(splits.train, cfg.seed)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise BadInput(f"the training loader yields no batch: {len(getattr(loader, 'dataset', []) or [])} or fewer "
@@ -171,42 +182,102 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _lr_factor(s, total, int(cfg.warmup_epochs * steps_per_epoch)))
     history, step, epoch = [], 0, 0
-    while step < total:
-        model.train()
-        t0, seen, correct, loss_sum = time.time(), 0, 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)}", leave=False,
-                   disable=not progress, total=min(steps_per_epoch, total - step))
-        loss_t = torch.zeros((), dtype=torch.float64, device=device)
-        correct_t = torch.zeros((), dtype=torch.int64, device=device)
-        for x, y in bar:
-            x, y = to_device(x, device, cfg.channels_last), to_device(y, device)
-            with autocast(device, cfg.bf16):
-                out = model(x)
-            loss = F.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            seen += len(y)
-            correct_t += (out.argmax(1) == y).sum()
-            loss_t += loss.detach().double() * len(y)
-            if step % 25 == 0 or step >= total:  # a host synchronisation every 25 steps, not every step
-                bar.set_postfix(loss=f"{float(loss_t) / seen:.3f}", acc=f"{100 * int(correct_t) / seen:.1f}")
-            if step >= total:
-                break
-        bar.close()
-        loss_sum, correct = float(loss_t), int(correct_t)
-        record = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, seen),
-                  "train_acc": 100.0 * correct / max(1, seen), "seconds": time.time() - t0,
-                  "images_per_s": seen / max(1e-9, time.time() - t0)}
-        if eval_every_epoch:
-            record["val_acc"] = evaluate(model, splits.val)["acc"]
-        history.append(record)
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        epoch += 1
+    resumed = _load_state(state_path, cfg, total, model, opt, sched)
+    if resumed:
+        step, epoch, history = resumed["step"], resumed["epoch"], resumed["history"]
+        if progress and is_main():
+            tqdm.write(f"resumed from {state_path} at epoch {epoch}, step {step} of {total}")
+    net = model
+    if active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(convert_batchnorm(model, device),
+                                      device_ids=[device.index] if device.type == "cuda" else None)
+        # the 1x1 shortcut convolutions' gradients come with other strides than DDP's buckets: a copy, no error
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    try:
+        while step < total:
+            set_epoch(loader, epoch)
+            net.train()
+            t0, seen = time.time(), 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)}", leave=False,
+                       disable=not progress or not is_main(), total=min(steps_per_epoch, total - step))
+            loss_t = torch.zeros((), dtype=torch.float64, device=device)
+            correct_t = torch.zeros((), dtype=torch.int64, device=device)
+            for x, y in bar:
+                x, y = to_device(x, device, cfg.channels_last, dtype), to_device(y, device)
+                with autocast(device, cfg.bf16):
+                    out = net(x)
+                loss = F.cross_entropy(out.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                seen += len(y)
+                correct_t += (out.argmax(1) == y).sum()
+                loss_t += loss.detach().double() * len(y)
+                if step % 25 == 0 or step >= total:  # a host synchronisation every 25 steps, not every step
+                    bar.set_postfix(loss=f"{float(loss_t) / seen:.3f}", acc=f"{100 * int(correct_t) / seen:.1f}")
+                if step >= total:
+                    break
+            bar.close()
+            loss_sum, correct = float(loss_t), int(correct_t)  # this rank's images (all of them in one process)
+            record = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, seen),
+                      "train_acc": 100.0 * correct / max(1, seen), "seconds": time.time() - t0,
+                      "images_per_s": seen / max(1e-9, time.time() - t0)}
+            if eval_every_epoch:
+                record["val_acc"] = evaluate(model, splits.val)["acc"]
+            history.append(record)
+            if progress and is_main():
+                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            epoch += 1
+            if state_path is not None and step < total:
+                _save_state(state_path, cfg, total, model, opt, sched, step, epoch, history)
+    finally:
+        if active():
+            revert_batchnorm(model)
     return history
+
+
+def _state_key(cfg: TrainConfig, total: int) -> dict:
+    from .distributed import world_size
+
+    return {"config": cfg.to_dict(), "total_steps": total, "world_size": world_size()}
+
+
+def _save_state(path, cfg, total, model, opt, sched, step, epoch, history):
+    """Rank 0 writes the training state atomically (every rank holds the same weights)."""
+    from .distributed import barrier, is_main
+
+    if is_main():
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"key": _state_key(cfg, total), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "schedule": sched.state_dict(), "step": step, "epoch": epoch, "history": history,
+                    "rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, path)
+    barrier()
+
+
+def _load_state(path, cfg, total, model, opt, sched) -> dict | None:
+    """The saved training state at ``path`` if it belongs to this run (same config, steps and world
+    size), loaded into ``model``, ``opt`` and ``sched``; None otherwise (a foreign state is left alone)."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location=model_device(model), weights_only=True)
+    except Exception as err:  # a truncated state from a killed write is not resumable
+        tqdm.write(f"training state {path} cannot be read ({type(err).__name__}); starting from the beginning")
+        return None
+    if state.get("key") != _state_key(cfg, total):
+        raise BadInput(f"training state {path} belongs to another run (config, length or world size differs); "
+                       "move it away to start this one from the beginning")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    return state
 
 
 def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
@@ -230,7 +301,9 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
     """Train the model ``cfg`` describes on ``device``, evaluate it, and write its checkpoint to ``out``.
     ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``)."""
     from .device import resolve_device
+    from .distributed import barrier, describe, init_from_env, is_main
 
+    init_from_env(device)
     device = resolve_device(device)
     from .checkpoint import save_checkpoint
     from .data import find_fashion_mnist, load_splits
@@ -254,11 +327,15 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
                          seed=0, limit=cfg.limit, **extra) if cfg.dataset != "synthetic" else \
         load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
     splits = splits.to(device)
+    seed_everything(cfg.seed)  # the initial weights too: the same config gives the same model
     model = build_for_training(cfg, splits).to(device)
     t0 = time.time()
-    history = train(model, splits, cfg, progress=progress, max_steps=max_steps)
+    state = None if out is None else Path(str(out) + ".train-state")
+    history = train(model, splits, cfg, progress=progress, max_steps=max_steps, state_path=state)
     metrics = {"val_acc": history[-1].get("val_acc"), "test_acc": evaluate(model, splits.test)["acc"],
                "train_seconds": time.time() - t0, "history": history}
-    if out is not None:
-        save_checkpoint(out, model, config=cfg.to_dict(), metrics=metrics)
+    if out is not None and is_main():
+        save_checkpoint(out, model, config=cfg.to_dict(), metrics=metrics, extra={"distributed": describe()})
+        state.unlink(missing_ok=True)  # the checkpoint supersedes it
+    barrier()
     return model, metrics
