@@ -6,7 +6,8 @@
   precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
 * criteria: filter-selection time per layer of ResNet-18 for every criterion;
 * inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
-  with the ratio of multiply-accumulate counts beside it;
+  with the ratio of multiply-accumulate counts beside it, as modules and fused
+  (``qrepro.inference``), and the fused form's speed-up;
 * search: BoTorch time per proposal (fit + acquisition) at 9 and 12 dimensions with 60
   observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST; and the same
   proposal while two other processes keep both cores busy, on one thread (what
@@ -114,24 +115,37 @@ def bench_criteria(repeats: int):
 
 
 def bench_inference(repeats: int):
+    from qrepro.inference import fuse_for_inference
+
     torch.manual_seed(0)
     x = torch.randn(256, 1, 28, 28)
     print("\n## CPU inference, ResNet-20 pruned by half (block mode) against unpruned, batch 256")
-    print("| model | unpruned ms | pruned ms | time ratio | MAC ratio |\n|---|---|---|---|---|")
+    print("(modules: the training form in eval mode; fused: qrepro.inference.fuse_for_inference, weights "
+          "pre-quantized, BatchNorm and scales folded)")
+    print("| model | form | unpruned ms | pruned ms | time ratio | MAC ratio | fused speed-up (unpruned) |\n"
+          "|---|---|---|---|---|---|---|")
     rows = {}
     for scheme in ("bnn", "dorefa"):
         model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
         pruned = prune(model, 0.5).eval()
+        nets = {"model": model, "pruned": pruned, "fused": fuse_for_inference(model),
+                "fused_pruned": fuse_for_inference(pruned)}
+        times = {k: [] for k in nets}
         with torch.no_grad():
-            model(x), pruned(x)
-            t_full, t_pruned = [], []
-            for _ in range(repeats):
-                t_full.append(timed(lambda: model(x), 1))
-                t_pruned.append(timed(lambda: pruned(x), 1))
-        a, b = statistics.median(t_full), statistics.median(t_pruned)
+            for net in nets.values():
+                net(x)
+            for _ in range(repeats):  # interleaved, so the four share the machine's noise
+                for k, net in nets.items():
+                    times[k].append(timed(lambda net=net: net(x), 1))
+        t = {k: statistics.median(v) for k, v in times.items()}
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-        print(f"| {scheme} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} |")
-        rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = b / a, macs
+        for form, a, b in (("modules", t["model"], t["pruned"]), ("fused", t["fused"], t["fused_pruned"])):
+            speedup = f"{t['model'] / t['fused']:.2f}" if form == "fused" else ""
+            print(f"| {scheme} | {form} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | {speedup} |")
+        rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = \
+            t["pruned"] / t["model"], macs
+        rows[f"fused_pruned_half_time_ratio_{scheme}"] = t["fused_pruned"] / t["fused"]
+        rows[f"fused_speedup_{scheme}"] = t["model"] / t["fused"]
     return rows
 
 

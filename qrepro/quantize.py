@@ -109,6 +109,8 @@ class _ScaledSignIdentity(torch.autograd.Function):
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no mask to keep for a backward
+        return (x >= 0).to(x.dtype).mul_(2).sub_(1)
     return _SignSTE.apply(x)
 
 
@@ -199,7 +201,10 @@ def dorefa_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     bits = check_bits(bits, "a_bits")
     if bits == FULL_PRECISION_BITS:
         return x
-    return _ClipQuantizeSTE.apply(x, float(2**bits - 1))
+    levels = float(2**bits - 1)
+    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no mask to keep for a backward
+        return torch.clamp(x, 0, 1).mul_(levels).round_().div_(levels)
+    return _ClipQuantizeSTE.apply(x, levels)
 
 
 # --------------------------------------------------------------------------- registries
