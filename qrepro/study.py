@@ -134,7 +134,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         conf = {"job": job, "budget": budget, "n_init": s.n_init, "q": s.q, "r_max": s.r_max,
                 "criterion": s.criterion, "evaluation": evaluation}
         arts.append(Artifact(search_id(job), "journals", search_id(job).replace("/", "-"), ".jsonl", make_search,
-                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "journal", "study:make_search"), True,
+                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "journal", "cluster", "study:make_search"), True,
                              stage="search", resumable=True))
     for job in final_jobs(cfg):
         conf = {"job": job, "final": vars(cfg.final), "evaluation": evaluation, "criterion": s.criterion}
