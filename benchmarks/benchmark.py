@@ -1,6 +1,7 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train criteria inference search cluster] [--repeats N] [--json PATH]
+    python benchmarks/benchmark.py [--sections train criteria inference search cluster regret] [--repeats N]
+                                   [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
   precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
@@ -14,7 +15,10 @@
   ``qrepro.search`` does) against two threads (what it did before);
 * cluster: wall time of a 40-evaluation asynchronous BO search on a Dask LocalCluster with 2
   workers against 1 (and one worker per GPU where CUDA is present), and the GP refit time
-  against one evaluation: past 1 / that ratio workers, BO itself is the bottleneck.
+  against one evaluation: past 1 / that ratio workers, BO itself is the bottleneck;
+* regret: BO, random search and the uniform ratio on a 12-layer function with a known optimum
+  under the linear size constraint (median regret over seeds): the check that speeding up the
+  BO loop did not make it search worse.
 
 Every row is also written to ``--json PATH`` (keys named after the rows).
 """
@@ -270,9 +274,68 @@ def bench_cluster(repeats: int):
     return rows
 
 
+class KnownOptimum:
+    """``90 - 100 sum_l s_l (r_l - 0.1)^2`` under ``sum_l w_l r_l >= T`` (the search's linear size
+    constraint) on ``d`` layers: smooth, with its constrained optimum on the constraint, where cheap
+    layers are pruned harder; :meth:`optimum` solves the KKT conditions exactly (bisection on the
+    multiplier), so a search's regret is known."""
+
+    def __init__(self, d: int = 12, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.layers = [f"l{i}" for i in range(d)]
+        self.sens = 0.5 + 3.5 * torch.rand(d, generator=g, dtype=torch.double)
+        self.bytes = 1.0 + 3.0 * torch.rand(d, generator=g, dtype=torch.double)
+
+    def size(self):
+        from qrepro.search import SizeModel
+
+        return SizeModel(float(100 * self.bytes.sum() * 1.5), {n: 100 for n in self.layers},
+                         {n: float(b) for n, b in zip(self.layers, self.bytes)})
+
+    def __call__(self, ratios: dict) -> float:
+        r = torch.tensor([ratios[n] for n in self.layers], dtype=torch.double)
+        return float(90 - 100 * (self.sens * (r - 0.1) ** 2).sum())
+
+    def optimum(self, target: float, r_max: float) -> float:
+        size = self.size()
+        w = size.weights()
+        need = target * size.base
+        lo, hi = 0.0, 1e6
+        for _ in range(200):  # r_l(lam) = clip(0.1 + lam w_l / (2 s_l), 0, r_max), increasing in lam
+            lam = (lo + hi) / 2
+            r = (0.1 + lam * w / (2 * self.sens)).clamp(0, r_max)
+            lo, hi = (lam, hi) if float(r @ w) < need else (lo, lam)
+        r = (0.1 + hi * w / (2 * self.sens)).clamp(0, r_max)
+        return self({n: float(v) for n, v in zip(self.layers, r)})
+
+
+def bench_regret(repeats: int):
+    """Median regret of BO, random search and the uniform ratio on :class:`KnownOptimum` (12 layers,
+    target 0.4, budget 40): the check that a faster BO loop still searches as well."""
+    from qrepro.search import SearchConfig, search_ratios
+
+    rows, seeds = {}, range(max(3, repeats // 2))
+    print(f"\n## Regret on a known optimum under the linear size constraint (12 layers, target 0.4, budget 40, "
+          f"{len(seeds)} seeds)")
+    print("| method | median regret | worst |\n|---|---|---|")
+    problem = KnownOptimum()
+    best = problem.optimum(0.4, 0.9)
+    for method in ("bo", "random", "uniform"):
+        regrets = []
+        for seed in seeds:
+            cfg = SearchConfig(layers=problem.layers, method=method, target=0.4, r_max=0.9, budget=40, n_init=10,
+                               seed=seed)
+            regrets.append(best - search_ratios(problem, problem.size(), cfg, progress=False).best["value"])
+            if method == "uniform":
+                break
+        rows[f"regret_{method}_median"] = statistics.median(regrets)
+        print(f"| {method} | {statistics.median(regrets):.4f} | {max(regrets):.4f} |")
+    return rows
+
+
 KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
 SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search,
-            "cluster": bench_cluster}
+            "cluster": bench_cluster, "regret": bench_regret}
 
 
 def main(argv=None):
