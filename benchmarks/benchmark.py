@@ -1,10 +1,12 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train criteria inference search cluster regret] [--repeats N]
+    python benchmarks/benchmark.py [--sections train compile criteria inference search cluster regret] [--repeats N]
                                    [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
   precision, on the same Fashion-MNIST-sized batches, interleaved to share the noise;
+* compile: ``torch.compile`` of the training step against eager (``TrainConfig.compile``): compile
+  time, speed-up, and the epochs after which compiling pays;
 * criteria: filter-selection time per layer of ResNet-18 for every criterion;
 * inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
   with the ratio of multiply-accumulate counts beside it, as modules and fused
@@ -100,6 +102,54 @@ def bench_train(repeats: int):
         print(f"| {name} | {ips:.0f} | {ips / base:.2f} |")
         rows[f"train_images_per_s_{KEYS[name]}"] = ips
         rows[f"train_ratio_{KEYS[name]}_over_fp"] = ips / base
+    return rows
+
+
+def bench_compile(repeats: int):
+    """``torch.compile`` (inductor) against eager for one training step of each ResNet-20, batch 128:
+    compile time (less on a second run: inductor caches on disk), step-time speed-up, the epochs of
+    Fashion-MNIST after which compiling pays, and how far the two copies' weights drift apart."""
+    import copy
+
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    fp = build_model("resnet20", in_channels=1)
+    bases = {"full precision": fp, "BNN": quantize_model(fp, "bnn"), "DoReFa 2-bit": quantize_model(fp, "dorefa")}
+    steps_per_epoch = 55000 // 128
+    print("\n## torch.compile of the training step, ResNet-20, batch 128 of 1x28x28 (median of", repeats, "steps)")
+    print("| model | compile s | eager step ms | compiled step ms | speed-up | pays after (epochs) | "
+          "largest weight difference after the steps |\n|---|---|---|---|---|---|---|")
+    rows = {}
+    for name, base in bases.items():
+        eager, compiled = copy.deepcopy(base), copy.deepcopy(base)
+        nets = {"eager": eager, "compiled": torch.compile(compiled)}
+        opts = {k: torch.optim.SGD((eager if k == "eager" else compiled).parameters(), lr=0.01) for k in nets}
+
+        def step(k):
+            loss = F.cross_entropy(nets[k](x), y)
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+
+        step("eager")
+        t0 = time.perf_counter()
+        step("compiled")  # the first call compiles
+        compile_s = time.perf_counter() - t0
+        times = {k: [] for k in nets}
+        for _ in range(repeats):
+            for k in nets:
+                t = time.perf_counter()
+                step(k)
+                times[k].append(time.perf_counter() - t)
+        te, tc = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        pays = compile_s / max(1e-9, te - tc) / steps_per_epoch if te > tc else float("inf")
+        key = KEYS[name]
+        # both took the same 2 + repeats steps on the same batch from the same weights
+        diff = max((a - b).abs().max().item() for a, b in zip(eager.parameters(), compiled.parameters()))
+        rows.update({f"compile_seconds_{key}": compile_s, f"compiled_step_speedup_{key}": te / tc,
+                     f"compile_pays_after_epochs_{key}": pays, f"compiled_max_weight_difference_{key}": diff})
+        print(f"| {name} | {compile_s:.0f} | {1000 * te:.0f} | {1000 * tc:.0f} | {te / tc:.2f} | {pays:.1f} | "
+              f"{diff:.1e} |")
     return rows
 
 
@@ -335,7 +385,7 @@ def bench_regret(repeats: int):
 
 KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
 SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search,
-            "cluster": bench_cluster, "regret": bench_regret}
+            "cluster": bench_cluster, "regret": bench_regret, "compile": bench_compile}
 
 
 def main(argv=None):
