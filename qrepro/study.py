@@ -140,12 +140,13 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         conf = {"job": job, "final": vars(cfg.final), "evaluation": evaluation, "criterion": s.criterion}
         arts.append(Artifact(final_id(job), "checkpoints", final_id(job).replace("/", "-"), ".qrpk", make_final, conf,
                              (f"base/{job['model']}", *final_searches(job, cfg)),
-                             CODE_PRUNE + ("search", "export", "study:make_final", "study:chosen_ratios"), True,
+                             CODE_PRUNE + ("search", "journal", "export", "study:make_final", "study:chosen_ratios"),
+                             True,
                              stage="final"))
     finals = tuple(final_id(j) for j in final_jobs(cfg))
     arts.append(Artifact("test_metrics", "tables", "test_metrics", ".json", make_test_metrics, {},
                          tuple(f"base/{k}" for k in BASE_KINDS) + finals,
-                         CODE_TRAIN + ("export", "size", "study:make_test_metrics"), True, stage="evaluate"))
+                         CODE_TRAIN + ("export", "size", "prune", "study:make_test_metrics"), True, stage="evaluate"))
     arts.append(Artifact("gp_slice", "tables", "gp_slice", ".json", make_gp_slice,
                          {"pair": [0, -1], "grid": 40, "r_max": s.r_max}, (search_id(gp_slice_job(cfg)),),
                          ("search", "journal", "study:make_gp_slice"), stage="evaluate"))
@@ -160,7 +161,8 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
     }
     for name in TABLES:
         arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
-                             table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria", "report", "study:make_table"),
+                             table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria", "search", "journal", "export",
+                                                               "report", "study:make_table"),
                              keyed=False, stage="tables"))
     graph = Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root),
                   rebuild=_rebuild_command(cfg, root))
