@@ -147,3 +147,21 @@ def test_one_worker_asynchronous_loop_is_the_sequential_search(tmp_path):
         a = search_ratios(SlowToy(tmp_path / "a", 0.0), toy_size(), cfg(budget=7), scheduler=one, progress=False)
     b = search_ratios(SlowToy(tmp_path / "b", 0.0), toy_size(), cfg(budget=7), progress=False)
     assert [r["x"] for r in a.records] == [r["x"] for r in b.records]
+
+
+def test_study_searches_on_a_local_cluster(tmp_path):
+    """The study's search stage with ``scheduler = "local"``: one LocalCluster serves every search of
+    the run, every search artifact ends fresh, and the BO journals were written asynchronously."""
+    import dataclasses
+
+    from qrepro.config import load_study
+    from qrepro.study import run_study, status_lines, study_graph
+
+    cfg = load_study("smoke")
+    run_study(["base"], preset=cfg, root=tmp_path, progress=False)
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, scheduler="local", workers=2))
+    run_study(["search"], preset=cfg, root=tmp_path, progress=False)
+    graph = study_graph(cfg, tmp_path)
+    assert all(graph.status(i).state == "fresh" for i in graph.ids("search")), status_lines(graph=graph)[0]
+    bo = [graph.status(i).path for i in graph.ids("search") if "-bo-" in i]
+    assert any(r.get("in_flight") for p in bo for r in lines(p) if r["type"] == "pending")
