@@ -187,13 +187,15 @@ class DaskPool:
         self.threads = max(1, _cores() // len(local.workers)) if isinstance(local, LocalCluster) else None
         self.objective = self.client.submit(_hold, objective, pure=False, key=f"objective-{uuid.uuid4().hex}")
         self.running: dict = {}  # future -> (record, ratios, resubmissions)
+        self.threads_now = None  # the cluster's worker threads, asked once per wait, not once per submission
 
     def free(self) -> int:
-        threads = sum(self.client.nthreads().values())
-        if threads == 0 and not self.running:
-            self.client.wait_for_workers(1)
-            threads = sum(self.client.nthreads().values())
-        return threads - len(self.running)
+        if self.threads_now is None:
+            self.threads_now = sum(self.client.nthreads().values())
+            if self.threads_now == 0 and not self.running:
+                self.client.wait_for_workers(1)
+                self.threads_now = sum(self.client.nthreads().values())
+        return self.threads_now - len(self.running)
 
     def submit(self, record: dict, ratios: dict, tries: int = 0):
         future = self.client.submit(_evaluate_on_worker, self.objective, ratios, self.threads, pure=False,
@@ -204,6 +206,7 @@ class DaskPool:
         from distributed import wait
         from distributed.client import FuturesCancelledError
 
+        self.threads_now = None  # workers may have joined or left while these ran
         try:
             done, _ = wait(list(self.running), return_when="FIRST_COMPLETED")
         except FuturesCancelledError:  # cancelled by the cluster (a worker or the scheduler went away)

@@ -30,60 +30,63 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .prune import MODES, prune_groups
-from .quantize import is_quantized
+from .quantize import FULL_PRECISION_BITS, _set_module, is_quantized
 
 
-class FusedConv2d(nn.Module):
-    """``conv2d(quantize_input(x), W, b)`` with fixed ``W`` and ``b`` (buffers, not parameters)."""
+class _FusedLayer(nn.Module):
+    """Fixed weights and bias (buffers) and the layer's input quantizer without straight-through
+    bookkeeping; DoReFa's ``1 / (2^k - 1)`` moves from the input into the weights (the layer is
+    linear), so the input becomes the integer levels: one pass fewer."""
 
-    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
-                 a_bits: int | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None, a_bits: int | None):
         super().__init__()
-        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"{conv}: only zero padding can be fused")
         self.act, self.levels = act, (float(2**a_bits - 1) if act == "dorefa" else None)
-        if self.levels:  # the input's 1 / (2^k - 1) moves into the weights (conv is linear): one pass fewer
+        if self.levels:
             weight = weight / self.levels
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act == "sign":
+            return (x >= 0).to(x.dtype).mul_(2).sub_(1)
+        if self.act == "dorefa":  # the integer levels round(clip(x, 0, 1) (2^k - 1)), exactly
+            return x.mul(self.levels).clamp_(0, self.levels).round_()
+        return x
+
+
+class FusedConv2d(_FusedLayer):
+    """``conv2d(quantize_input(x), W, b)`` with fixed ``W`` and ``b``."""
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
+                 a_bits: int | None):
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"{conv}: only zero padding can be fused")
+        super().__init__(weight, bias, act, a_bits)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
     def forward(self, x):
         if self.weight.is_contiguous(memory_format=torch.channels_last) and \
                 not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # the first layer; later ones get it so
-        if self.act == "sign":
-            x = (x >= 0).to(x.dtype).mul_(2).sub_(1)
-        elif self.act == "dorefa":  # the integer levels round(clip(x, 0, 1) (2^k - 1)), exactly
-            x = x.mul(self.levels).clamp_(0, self.levels).round_()
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(self.quantize_input(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act or 'float'}"
 
 
-class FusedLinear(nn.Module):
+class FusedLinear(_FusedLayer):
     """``linear(quantize_input(x), W, b)`` with fixed, pre-quantized ``W``."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None, a_bits: int | None):
-        super().__init__()
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.act, self.levels = act, (float(2**a_bits - 1) if act == "dorefa" else None)
-
     def forward(self, x):
-        if self.act == "sign":
-            x = (x >= 0).to(x.dtype).mul_(2).sub_(1)
-        elif self.act == "dorefa":
-            x = torch.clamp(x, 0, 1).mul_(self.levels).round_().div_(self.levels)
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(self.quantize_input(x), self.weight, self.bias)
 
 
 def _input_quantizer(module: nn.Module) -> tuple[str | None, int | None]:
     if not is_quantized(module):
         return None, None
     spec = module.spec
-    if spec.act is None or spec.a_bits == 32:
+    if spec.act is None or spec.a_bits == FULL_PRECISION_BITS:
         return None, None
     return spec.act, spec.a_bits
 
@@ -115,22 +118,18 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Modul
         b = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
             b = b + conv.bias * scale
-        _replace(fused, conv_name, FusedConv2d(conv, w, b, *_input_quantizer(conv)))
-        _replace(fused, bn_name, nn.Identity())
+        _set_module(fused, conv_name, FusedConv2d(conv, w, b, *_input_quantizer(conv)))
+        _set_module(fused, bn_name, nn.Identity())
     for name, module in list(fused.named_modules()):  # quantized layers without a BatchNorm after them
         if not is_quantized(module) or name in pairs:
             continue
         if isinstance(module, nn.Conv2d):
-            _replace(fused, name, FusedConv2d(module, _weight(module), module.bias, *_input_quantizer(module)))
+            _set_module(fused, name, FusedConv2d(module, _weight(module), module.bias, *_input_quantizer(module)))
         elif isinstance(module, nn.Linear):
-            _replace(fused, name, FusedLinear(_weight(module), module.bias, *_input_quantizer(module)))
+            _set_module(fused, name, FusedLinear(_weight(module), module.bias, *_input_quantizer(module)))
     fused.requires_grad_(False)
     if channels_last:
         fused.to(memory_format=torch.channels_last)
     fused.fused_for_inference = True
     return fused
 
-
-def _replace(model: nn.Module, name: str, new: nn.Module):
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, new)
