@@ -42,8 +42,10 @@ from qrepro import report, study
 sns.set_theme(style="whitegrid", context="notebook")
 
 # %%
-sf = report.search_frame(smoke, results)
-budget = study.study_settings(smoke)["search"]["budget"]
+settings = study.study_settings(smoke)["search"]
+everything = report.search_frame(smoke, results)
+sf = everything[everything.criterion == settings["criterion"]]  # BO with other criteria: the last section
+budget = settings["budget"]
 conv = report.convergence(sf, budget)
 g = sns.relplot(conv, x="evaluations", y="best_val_top1", hue="method", col="model", row="target", kind="line",
                 errorbar="sd", height=3.2, aspect=1.5, facet_kws={"sharey": False})
@@ -88,3 +90,21 @@ for ax, z, title in ((axes[0], mean, "posterior mean (val top-1 %)"), (axes[1], 
     ax.set_ylabel(f"ratio of {layers[1]}")
     ax.set_title(title)
 report.save_figure(fig, "gp_posterior", results)
+
+# %% [markdown]
+# ## The criterion under search
+#
+# Which criterion should the automatic search prune with? The ablation (notebook 3) compares criteria at one uniform ratio; here BO searches the per-layer ratios with each of the two that did best there (`compare_criteria` in the preset), at the paper's target, over the same seeds and budget. The table gives the best validation top-1 each search found (before fine-tuning) and the test top-1 of the fine-tuned models (notebook 6's fine-tune).
+
+# %%
+if settings["compare_criteria"]:
+    at = everything[(everything.method == "bo") & (everything["mode"] == "constrained")
+                    & (everything.target == settings["compare_target"])]
+    conv_c = report.convergence(at, budget)
+    g = sns.relplot(conv_c, x="evaluations", y="best_val_top1", hue="criterion", col="model", kind="line",
+                    errorbar="sd", height=3.2, aspect=1.5, facet_kws={"sharey": False})
+    g.set_axis_labels("evaluations", "best feasible validation top-1 (%)")
+    report.save_figure(g.figure, "search_criteria", results)
+    display(report.read_table("criterion_search", smoke, results))
+else:
+    print("this preset compares no criteria under search (search.compare_criteria is empty)")

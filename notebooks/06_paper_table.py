@@ -33,14 +33,51 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 
 # %%
 # %matplotlib inline
+import matplotlib.pyplot as plt
 import seaborn as sns
 
-from qrepro import report
+from qrepro import report, study
 
 sns.set_theme(style="whitegrid", context="notebook")
 
+# %% [markdown]
+# ## How long to fine-tune: the recovery curve
+#
+# Pruning costs accuracy at once; fine-tuning wins some or all of it back. To choose the length of the final fine-tune, one configuration (the BNN at the uniform ratio that removes half the size, the hardest case) is fine-tuned for several lengths, each with its own cosine schedule as a final model's. The final models use the length where the curve flattens (the README's *Protocol* says which).
+
+# %%
+settings = study.study_settings(smoke)
+if settings["final"]["recovery_epochs"]:
+    rec = report.read_table("recovery", smoke, results)
+    base = study.read_json("test_metrics", smoke, results)["base"][settings["final"]["recovery_model"]]["test_acc"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(rec.epochs, rec.test_acc, "o-", label="pruned, fine-tuned (test)")
+    ax.plot(rec.epochs, rec.val_acc, "s--", label="pruned, fine-tuned (validation)")
+    ax.axhline(base, color="k", lw=1, label="unpruned (test)")
+    ax.axhline(rec.val_acc_before.iloc[0], color="grey", ls=":", label="pruned, before fine-tuning (validation)")
+    ax.axvline(settings["final"]["epochs"], color="C3", lw=1, ls="-.", label="the finals' length")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("fine-tuning epochs")
+    ax.set_ylabel("top-1 (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    report.save_figure(fig, "recovery", results)
+    display(rec)
+else:
+    print("this preset measures no recovery curve (final.recovery_epochs is empty)")
+
+# %% [markdown]
+# ## The table
+
 # %%
 report.read_table("paper_table", smoke, results)
+
+# %% [markdown]
+# ## The paper's claims, tested
+#
+# For both quantized models and both size targets: BO's per-layer ratios against the uniform ratio after the same fine-tune (mean and spread over the fine-tuning seeds), and the gap between each pruned model and its unpruned base, against the goals stated in the table's note.
+
+# %%
+report.read_table("claims", smoke, results)
 
 # %%
 report.read_table("paper_reference", smoke, results)

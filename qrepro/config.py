@@ -275,6 +275,9 @@ class SearchSettings:
     criterion: str = "redundancy"
     pareto_budget: int = 60
     pareto_model: str = "bnn"
+    # BO with other criteria at one target (both quantized models, every seed): the criterion under search
+    compare_criteria: list[str] = field(default_factory=list)
+    compare_target: float = 0.2612
     # where candidates are evaluated (not part of any key): None, in the study's process; "local", a Dask
     # LocalCluster of `workers` processes (default one per GPU, else one per core); "tcp://host:8786", a cluster
     scheduler: str | None = None
@@ -285,6 +288,13 @@ class SearchSettings:
         check_scheduler(self.scheduler, self.workers)
         _check_names(self.methods, ("bo", "random", "uniform"), "methods")
         _check_names([self.criterion], list(CRITERION_VARIANTS), "criterion")
+        _check_names(self.compare_criteria, list(CRITERION_VARIANTS), "compare_criteria")
+        if self.criterion in self.compare_criteria or len(set(self.compare_criteria)) < len(self.compare_criteria):
+            raise ValueError(f"compare_criteria: list other criteria than criterion ({self.criterion!r}), each once")
+        if not 0 < self.compare_target < 1:
+            raise ValueError(f"compare_target: a size target in (0, 1), got {self.compare_target}")
+        if self.compare_criteria and "bo" not in self.methods:
+            raise ValueError("compare_criteria runs BO with other criteria: add 'bo' to methods")
         _check_names([self.pareto_model], QUANT_KINDS, "pareto_model")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
@@ -302,11 +312,18 @@ class FinalSettings:
     lr: float = 1e-4
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     targets: dict[str, list[float]] = field(default_factory=lambda: {k: [0.2612, 0.5] for k in QUANT_KINDS})
+    # the recovery curve: one configuration (the uniform ratio at recovery_target) fine-tuned for each length
+    recovery_epochs: list[float] = field(default_factory=list)
+    recovery_model: str = "bnn"
+    recovery_target: float = 0.5
 
     def __post_init__(self):
         _check_targets(self.targets, "targets")
+        _check_targets({self.recovery_model: [self.recovery_target]}, "recovery")
         if not self.epochs > 0 or not self.lr > 0 or not self.seeds:
             raise ValueError("epochs and lr must be positive and seeds non-empty")
+        if not all(e > 0 for e in self.recovery_epochs):
+            raise ValueError(f"recovery_epochs must be positive, got {self.recovery_epochs}")
 
 
 @dataclass
@@ -352,6 +369,13 @@ class StudyConfig:
             if clash:
                 raise ValueError(f"base.{kind}: {', '.join(clash)} are set by the study, not per model")
             from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")  # validates the entry
+        if self.search.compare_criteria:  # compared against the study's criterion's own searches and finals there
+            t = self.search.compare_target
+            missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),
+                                                                     ("final", self.final.targets))
+                       for k in QUANT_KINDS if t not in targets.get(k, [])]
+            if missing:
+                raise ValueError(f"search.compare_target {t} must be one of the targets of {', '.join(missing)}")
 
     def base_fields(self, kind: str) -> dict:
         return {"arch": self.arch, "dataset": self.dataset, "val_size": self.val_size, "limit": self.limit,
@@ -380,6 +404,7 @@ class StudyConfig:
             search=dataclasses.replace(self.search, targets=first, seeds=self.search.seeds[:1], budget=4, n_init=2,
                                        pareto_budget=4),
             final=dataclasses.replace(self.final, epochs=0.05, seeds=self.final.seeds[:1],
+                                      recovery_epochs=[0.05] if self.final.recovery_epochs else [],
                                       targets={k: v[:1] for k, v in self.final.targets.items()}))
 
 

@@ -46,7 +46,7 @@ DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data
 CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device", "distributed")
 CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
-          "paper_table", "paper_reference")
+          "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
 
 
 def load_preset(preset=False) -> StudyConfig:
@@ -73,12 +73,22 @@ def _rebuild_command(cfg: StudyConfig, root) -> callable:
 
 
 # --------------------------------------------------------------------------- ids
+def _criterion_part(job: dict) -> str:
+    return f"-{job['criterion']}" if "criterion" in job else ""  # a compared criterion; none: the study's own
+
+
 def search_id(job: dict) -> str:
-    return f"search/{job['model']}-{job['mode']}-{job['method']}-t{job['target']}-s{job['seed']}"
+    return (f"search/{job['model']}-{job['mode']}-{job['method']}{_criterion_part(job)}-t{job['target']}"
+            f"-s{job['seed']}")
 
 
 def final_id(job: dict) -> str:
-    return f"final/{job['model']}-{job['method']}-t{job['target']}-s{job['seed']}"
+    return f"final/{job['model']}-{job['method']}{_criterion_part(job)}-t{job['target']}-s{job['seed']}"
+
+
+def job_criterion(job: dict, cfg: StudyConfig) -> str:
+    """The criterion a search or final job prunes with: its own (``compare_criteria``) or the study's."""
+    return job.get("criterion", cfg.search.criterion)
 
 
 def search_jobs(preset=False) -> list[dict]:
@@ -89,20 +99,27 @@ def search_jobs(preset=False) -> list[dict]:
             for method in s.methods:
                 for seed in (s.seeds if method != "uniform" else [0]):
                     jobs.append(dict(model=kind, mode="constrained", target=target, method=method, seed=seed))
+        for crit in s.compare_criteria:
+            jobs += [dict(model=kind, mode="constrained", target=s.compare_target, method="bo", seed=seed,
+                          criterion=crit) for seed in s.seeds]
     jobs.append(dict(model=s.pareto_model, mode="pareto", target=0.0, method="bo", seed=0))
     return jobs
 
 
 def final_jobs(preset=False) -> list[dict]:
-    f = load_preset(preset).final
-    return [dict(model=k, method=m, target=t, seed=s) for k in QUANT_KINDS for t in f.targets.get(k, [])
+    cfg = load_preset(preset)
+    f = cfg.final
+    jobs = [dict(model=k, method=m, target=t, seed=s) for k in QUANT_KINDS for t in f.targets.get(k, [])
             for m in ("bo", "uniform") for s in f.seeds]
+    return jobs + [dict(model=k, method="bo", target=cfg.search.compare_target, seed=s, criterion=c)
+                   for k in QUANT_KINDS for c in cfg.search.compare_criteria for s in f.seeds]
 
 
 def final_searches(job: dict, cfg: StudyConfig) -> list[str]:
     seeds = cfg.search.seeds if job["method"] != "uniform" else [0]
+    extra = {"criterion": job["criterion"]} if "criterion" in job else {}
     return [search_id(dict(model=job["model"], mode="constrained", target=job["target"], method=job["method"],
-                           seed=s)) for s in seeds]
+                           seed=s, **extra)) for s in seeds]
 
 
 def gp_slice_job(cfg: StudyConfig) -> dict:
@@ -125,23 +142,36 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                              stage="base"))
     evaluation = vars(cfg.evaluation)
     arts.append(Artifact("ablation", "tables", "ablation", ".csv", make_ablation,
-                         {"ablation": vars(cfg.ablation), "evaluation": evaluation},
+                         {"ablation": vars(cfg.ablation), "evaluation": evaluation,
+                          "criterion_variants": {c: CRITERION_VARIANTS[c] for c in cfg.ablation.criteria}},
                          tuple(f"base/{k}" for k in QUANT_KINDS), CODE_PRUNE + ("journal", "study:make_ablation"), True,
                          stage="ablation"))
     s = cfg.search
     for job in search_jobs(cfg):
         budget = s.pareto_budget if job["mode"] == "pareto" else s.budget
+        crit = job_criterion(job, cfg)
         conf = {"job": job, "budget": budget, "n_init": s.n_init, "q": s.q, "r_max": s.r_max,
-                "criterion": s.criterion, "evaluation": evaluation}
+                "criterion": crit, "criterion_variant": CRITERION_VARIANTS[crit], "evaluation": evaluation}
         arts.append(Artifact(search_id(job), "journals", search_id(job).replace("/", "-"), ".jsonl", make_search,
                              conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "journal", "cluster", "study:make_search"), True,
                              stage="search", resumable=True))
     for job in final_jobs(cfg):
-        conf = {"job": job, "final": vars(cfg.final), "evaluation": evaluation, "criterion": s.criterion}
+        crit = job_criterion(job, cfg)
+        conf = {"job": job, "final": _final_training(cfg), "evaluation": evaluation, "criterion": crit,
+                "criterion_variant": CRITERION_VARIANTS[crit]}
         arts.append(Artifact(final_id(job), "checkpoints", final_id(job).replace("/", "-"), ".qrpk", make_final, conf,
                              (f"base/{job['model']}", *final_searches(job, cfg)),
-                             CODE_PRUNE + ("search", "journal", "export", "study:make_final", "study:chosen_ratios"),
+                             CODE_PRUNE + ("search", "journal", "export", "study:make_final", "study:finetune_pruned", "study:chosen_ratios"),
                              True,
+                             stage="final"))
+    f = cfg.final
+    if f.recovery_epochs:
+        conf = {"model": f.recovery_model, "target": f.recovery_target, "epochs": f.recovery_epochs, "lr": f.lr,
+                "seed": f.seeds[0], "r_max": s.r_max, "criterion": s.criterion,
+                "criterion_variant": CRITERION_VARIANTS[s.criterion], "evaluation": evaluation}
+        arts.append(Artifact("recovery", "tables", "recovery", ".json", make_recovery, conf,
+                             (f"base/{f.recovery_model}",),
+                             CODE_PRUNE + ("search", "journal", "cluster", "study:make_recovery", "study:finetune_pruned"), True,
                              stage="final"))
     finals = tuple(final_id(j) for j in final_jobs(cfg))
     arts.append(Artifact("test_metrics", "tables", "test_metrics", ".json", make_test_metrics, {},
@@ -157,9 +187,16 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         "resnet18_size": (), "paper_reference": (), "ablation_summary": ("ablation",),
         "search_summary": tuple(i for i, j in zip(searches, search_jobs(cfg)) if j["mode"] == "constrained"),
         "pareto_front": tuple(i for i, j in zip(searches, search_jobs(cfg)) if j["mode"] == "pareto"),
-        "paper_table": ("test_metrics",),
+        "paper_table": ("test_metrics",), "claims": ("test_metrics",),
+        "criterion_search": ("test_metrics",) + tuple(
+            i for i, j in zip(searches, search_jobs(cfg))
+            if j["method"] == "bo" and j["mode"] == "constrained" and j["target"] == s.compare_target),
+        "recovery": ("recovery",),
     }
+    optional = {"criterion_search": bool(s.compare_criteria), "recovery": bool(cfg.final.recovery_epochs)}
     for name in TABLES:
+        if not optional.get(name, True):
+            continue
         arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
                              table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria", "search", "journal", "export",
                                                                "report", "study:make_table"),
@@ -338,29 +375,71 @@ def chosen_ratios(graph: Graph, art: Artifact) -> dict:
     return dict(zip(layers, best["ratios"]))
 
 
-def make_final(graph: Graph, art: Artifact, path: Path):
-    from .distributed import describe, is_main
-    from .export import save_packed
+def _final_training(cfg: StudyConfig) -> dict:
+    """What a final model's fine-tune depends on (its key): the length and the learning rate."""
+    return {"epochs": cfg.final.epochs, "lr": cfg.final.lr}
+
+
+def finetune_pruned(graph: Graph, kind: str, ratios: dict, criterion: str, epochs: float, lr: float, seed: int):
+    """Base model ``kind`` pruned at ``ratios`` with ``criterion``, BatchNorm re-estimated, then
+    fine-tuned (Adam, cosine, no weight decay): ``(pruned model, metrics)``."""
     from .prune import prune, recalibrate_batchnorm
     from .train import train
 
-    cfg, job = graph.config, art.config["job"]
-    ratios = chosen_ratios(graph, art)
-    model, _ = load_base(job["model"], graph=graph)
+    cfg = graph.config
+    model, _ = load_base(kind, graph=graph)
     model.to(_device(graph))
     splits = _splits(graph)
-    crit, options = CRITERION_VARIANTS[art.config["criterion"]]
+    crit, options = CRITERION_VARIANTS[criterion]
     pruned = prune(model, ratios, crit, criterion_options=options)
     recalibrate_batchnorm(pruned, splits.train_eval, cfg.evaluation.bn_batches)
     before = evaluate(pruned, splits.val)["acc"]
-    tc = TrainConfig(epochs=cfg.final.epochs, optimizer="adam", lr=cfg.final.lr, weight_decay=0.0, seed=job["seed"])
-    print(f"[finetune] {path.name}")
+    tc = TrainConfig(epochs=epochs, optimizer="adam", lr=lr, weight_decay=0.0, seed=seed)
+    t0 = time.time()
     history = train(pruned, splits, tc, progress=graph.progress)
-    metrics = {"val_acc_before_finetune": before, "val_acc": evaluate(pruned, splits.val)["acc"],
-               "size_bytes": model_size_bytes(pruned), "ratios": ratios, "history": history}
+    return pruned, {"val_acc_before_finetune": before, "val_acc": evaluate(pruned, splits.val)["acc"],
+                    "size_bytes": model_size_bytes(pruned), "ratios": ratios, "history": history,
+                    "seconds": time.time() - t0}
+
+
+def make_final(graph: Graph, art: Artifact, path: Path):
+    from .distributed import describe, is_main
+    from .export import save_packed
+
+    job, f = art.config["job"], art.config["final"]
+    ratios = chosen_ratios(graph, art)
+    print(f"[finetune] {path.name}")
+    pruned, metrics = finetune_pruned(graph, job["model"], ratios, art.config["criterion"], f["epochs"], f["lr"],
+                                      job["seed"])
     if is_main():  # under torchrun every rank fine-tunes, rank 0 writes
         save_packed(path, pruned, config={"job": job, "final": art.config, "metrics": metrics,
                                           "versions": environment_info(), "distributed": describe()})
+
+
+def make_recovery(graph: Graph, art: Artifact, path: Path):
+    """The recovery curve: one configuration (the uniform ratio that meets the target) fine-tuned
+    for each length, each with its own cosine schedule as a final model's; validation and test top-1."""
+    from .prune import prunable_layers
+    from .search import SearchConfig, SizeModel, uniform_ratio
+
+    c = art.config
+    model, _ = load_base(c["model"], graph=graph)
+    layers = prunable_layers(model)
+    sc = SearchConfig(layers=layers, method="uniform", target=c["target"], r_max=c["r_max"], budget=1)
+    ratio = uniform_ratio(sc, SizeModel.from_model(model, layers))
+    splits = _splits(graph)
+    rows = []
+    for epochs in c["epochs"]:
+        print(f"[recovery] {c['model']} uniform {ratio:.3f}, {epochs} epochs")
+        pruned, m = finetune_pruned(graph, c["model"], dict.fromkeys(layers, ratio), c["criterion"], epochs, c["lr"],
+                                    c["seed"])
+        rows.append({"epochs": epochs, "steps": m["history"][-1]["steps"], "val_acc_before": m["val_acc_before_finetune"],
+                     "val_acc": m["val_acc"], "test_acc": evaluate(pruned, splits.test)["acc"],
+                     "seconds": m["seconds"]})
+    base = evaluate(model.to(_device(graph)), splits.val)["acc"], evaluate(model, splits.test)["acc"]
+    write_json_atomic(path, {"model": c["model"], "target": c["target"], "ratio": ratio, "lr": c["lr"],
+                             "base_val_acc": base[0], "base_test_acc": base[1], "runs": rows,
+                             "versions": environment_info()})
 
 
 # --------------------------------------------------------------------------- stage 5: evaluate

@@ -192,7 +192,13 @@ def test_journal_that_is_not_json_lines(tmp_path):
     ({"limit": 0}, "limit must be at least 1"),
     ({"search": {"targets": {"bnn": [1.5]}}}, r"targets.bnn: a size target .* in \(0, 1\)"),
     ({"search": {"scheduler": "dask-host"}}, "scheduler: 'dask-host' is neither 'local' nor an address"),
-    ({"search": {"workers": 4}}, "workers sizes the local Dask cluster: give it with scheduler = 'local'"),
+    ({"search": {"workers": 4, "scheduler": "tcp://host:8786"}},
+     "workers sizes the local Dask cluster: give it with scheduler = 'local'"),
+    ({"search": {"compare_criteria": ["redundancy"]}}, "compare_criteria: list other criteria than criterion"),
+    ({"search": {"compare_criteria": ["bn_scale"], "compare_target": 0.3}},
+     r"search.compare_target 0.3 must be one of the targets of search.targets.bnn"),
+    ({"final": {"recovery_epochs": [0]}}, r"recovery_epochs must be positive"),
+    ({"final": {"recovery_model": "fp"}}, r"recovery: unknown 'fp'"),
 ])
 def test_study_preset_errors_name_the_file_and_field(tmp_path, override, match):
     import tomllib
