@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
-           "pareto_hypervolume"]
+           "pareto_hypervolume", "recovery", "search_criteria"]
 TABLES = {
     "filter_duplicates": {"layer", "filters", "exact_duplicates", "mean_nn_differing", "model"},
     "baselines": {"model", "test_top1", "params", "size_MB"},
@@ -32,6 +32,9 @@ TABLES = {
     "paper_table": {"model", "configuration", "test_top1_mean", "test_top1_std", "size_MB", "pruned_percent",
                     "file_MB"},
     "paper_reference": {"quantization", "top1", "size_MB"},
+    "claims": {"model", "target_percent", "unpruned", "bo_mean", "uniform_mean", "bo_minus_unpruned", "bo_minus_uniform"},
+    "criterion_search": {"model", "criterion", "best_val_top1_mean", "test_top1_mean", "test_minus_unpruned"},
+    "recovery": {"epochs", "steps", "val_acc_before", "val_acc", "test_acc"},
 }
 
 
@@ -99,9 +102,46 @@ def test_paper_table_sizes_come_from_the_loaded_models(smoke_results):
     for job in study.final_jobs("smoke"):
         model, _ = load_packed(g.resolve(study.final_id(job)))
         label = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}[job["model"]]
-        row = table[(table.model == label) & table.configuration.str.startswith(job["method"])]
+        row = table[(table.model == label) & table.configuration.str.startswith(job["method"])
+                    & (table.criterion == study.job_criterion(job, g.config))]
+        assert len(row) == 1
         assert row.size_MB.iloc[0] == pytest.approx(model_size_bytes(model) / MB, rel=1e-9)
         assert row.file_MB.iloc[0] * MB >= model_size_bytes(model)
+
+
+def test_claims_and_criterion_tables_against_the_artifacts(smoke_results):
+    """The claims and criterion tables, recomputed here from the test metrics and the journals."""
+    import numpy as np
+
+    from qrepro.search import load_journal
+
+    g = study.study_graph("smoke", smoke_results)
+    tm = json.loads(g.resolve("test_metrics").read_text())
+    labels = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}
+    claims = pd.read_csv(smoke_results / "tables" / "claims.csv")
+    for kind, label in labels.items():
+        unpruned = tm["base"][kind]["test_acc"]
+        for target in g.config.final.targets[kind]:
+            acc = {m: np.mean([f["test_acc"] for f in tm["final"].values() if f["job"] == {
+                "model": kind, "method": m, "target": target, "seed": f["job"]["seed"]}]) for m in ("bo", "uniform")}
+            row = claims[(claims.model == label) & np.isclose(claims.target_percent, 100 * target)]
+            assert len(row) == 1
+            assert row.bo_minus_unpruned.iloc[0] == pytest.approx(acc["bo"] - unpruned)
+            assert row.bo_minus_uniform.iloc[0] == pytest.approx(acc["bo"] - acc["uniform"])
+    crit = pd.read_csv(smoke_results / "tables" / "criterion_search.csv")
+    s = g.config.search
+    assert sorted(set(crit.criterion)) == sorted([s.criterion] + s.compare_criteria)
+    for kind, label in labels.items():
+        for name in [s.criterion] + s.compare_criteria:
+            extra = {} if name == s.criterion else {"criterion": name}
+            best = [max(r["value"] for r in load_journal(g.resolve(study.search_id(dict(
+                model=kind, mode="constrained", target=s.compare_target, method="bo", seed=seed, **extra))))[1]
+                if r["feasible"]) for seed in s.seeds]
+            row = crit[(crit.model == label) & (crit.criterion == name)]
+            assert row.best_val_top1_mean.iloc[0] == pytest.approx(np.mean(best))
+    # a compared criterion's search prunes with it: its key holds the criterion and its options
+    job = next(j for j in study.search_jobs("smoke") if "criterion" in j)
+    assert list(g[study.search_id(job)].config["criterion_variant"]) == ["bn_scale", {}]
 
 
 def test_study_is_cached_on_a_second_run(smoke_results, capsys):
