@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from dataclasses import field
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reports() -> bool:
+    """Whether this process reports errors: under torchrun only rank 0 does (every rank meets the
+    same bad input; one line, not one per process)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -284,7 +291,8 @@ def main(argv=None) -> int:
     except BadInput as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if _reports():
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; what was written is kept (rerun to resume)", file=sys.stderr)
@@ -292,7 +300,8 @@ def main(argv=None) -> int:
     except Exception as err:  # a run that failed on good input
         if args.debug:
             raise
-        print(f"failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        if _reports():
+            print(f"failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

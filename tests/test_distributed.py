@@ -89,6 +89,16 @@ def test_torchrun_train_command_writes_one_checkpoint_recording_the_world_size(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.pt", "two.pt"]  # no state or probe files left
 
 
+def test_bad_input_under_torchrun_is_reported_once(tmp_path):
+    """Every rank meets the same bad input; only rank 0 prints its line (torchrun adds its own report)."""
+    cmd = torchrun(2, "-m", "qrepro", "train", "--dataset", "synthetic", "--epochs", "0", "--device", "cpu",
+                   "--out", "x.pt")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "epochs" in lines[0], proc.stderr[-3000:]
+
+
 def test_killed_training_resumes_from_its_last_epoch_and_ends_as_the_uninterrupted_run(tmp_path):
     cmd = [sys.executable, "-m", "qrepro", "train", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "6",
            "--device", "cpu"]
