@@ -22,6 +22,8 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -392,8 +394,14 @@ def finetune_pruned(graph: Graph, kind: str, ratios: dict, criterion: str, epoch
     splits = _splits(graph)
     crit, options = CRITERION_VARIANTS[criterion]
     pruned = prune(model, ratios, crit, criterion_options=options)
-    recalibrate_batchnorm(pruned, splits.train_eval, cfg.evaluation.bn_batches)
+    recalibrate_batchnorm(pruned, splits.train_eval, cfg.evaluation.bn_batches)  # the same for every seed
     before = evaluate(pruned, splits.val)["acc"]
+    if hasattr(splits.train, "seed"):
+        # the in-memory loader draws its order and augmentation from its own seed, not from torch's global
+        # RNG that train() seeds: without this, every fine-tuning seed would see the same batches
+        seeded = copy.copy(splits.train)
+        seeded.seed = seed
+        splits = dataclasses.replace(splits, train=seeded)
     tc = TrainConfig(epochs=epochs, optimizer="adam", lr=lr, weight_decay=0.0, seed=seed)
     t0 = time.time()
     history = train(pruned, splits, tc, progress=graph.progress)

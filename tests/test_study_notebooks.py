@@ -144,6 +144,23 @@ def test_claims_and_criterion_tables_against_the_artifacts(smoke_results):
     assert list(g[study.search_id(job)].config["criterion_variant"]) == ["bn_scale", {}]
 
 
+def test_fine_tuning_seeds_give_different_runs(smoke_results):
+    """A final model's seed decides its fine-tune's batches (the in-memory loader draws them from its
+    own seed, not from torch's RNG): seeds 0 and 1 differ, seed 0 twice is the same run."""
+    import torch
+
+    from qrepro.prune import prunable_layers
+
+    g = study.study_graph("smoke", smoke_results)
+    g.progress = False
+    model, _ = study.load_base("bnn", graph=g)
+    ratios = dict.fromkeys(prunable_layers(model), 0.25)
+    runs = [study.finetune_pruned(g, "bnn", ratios, "redundancy", 0.05, 1e-3, seed)[0].state_dict()
+            for seed in (0, 0, 1)]
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(runs[0], runs[1]) and not same(runs[0], runs[2])
+
+
 def test_study_is_cached_on_a_second_run(smoke_results, capsys):
     study.run_study(preset="smoke", root=smoke_results, progress=False)
     out = capsys.readouterr().out
