@@ -43,7 +43,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 # %% [markdown]
 # ## How long to fine-tune: the recovery curve
 #
-# Pruning costs accuracy at once; fine-tuning wins some or all of it back. To choose the length of the final fine-tune, one configuration (the BNN at the uniform ratio that removes half the size, the hardest case) is fine-tuned for several lengths, each with its own cosine schedule as a final model's. The final models use the length where the curve flattens (the README's *Protocol* says which).
+# Pruning costs accuracy at once; fine-tuning wins some or all of it back. To choose the length of the final fine-tune, one configuration (the BNN at the uniform ratio that removes half the size, the hardest case) is fine-tuned for several lengths, each with its own cosine schedule as a final model's. The final models use the length the preset gives (`final.epochs`, the dash-dotted line); where the curve still climbs past it, a longer fine-tune would close more of the gap (the README's *Protocol* says what the budget allowed).
 
 # %%
 settings = study.study_settings(smoke)
