@@ -36,6 +36,7 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from qrepro import report, study
 

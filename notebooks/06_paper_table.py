@@ -35,6 +35,7 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import seaborn as sns
+from IPython.display import display
 
 from qrepro import report, study
 

@@ -128,13 +128,12 @@ def test_legacy_entries_are_usable_until_their_config_data_or_inputs_change(tmp_
 
 
 def test_status_cli_exit_codes_on_the_committed_cache():
-    # every artifact of the committed study is fresh or legacy (exit 0), and legacy ones are named
+    # the committed study was rebuilt from nothing: every artifact is fresh (exit 0), none legacy
     from qrepro.study import status_lines
 
     lines, code = status_lines("full")
     assert code == 0, "\n".join(lines)
-    assert any(line.startswith("legacy") for line in lines)
-    assert not any(line.split()[0] in ("stale", "missing", "corrupt") for line in lines[:-1])
+    assert all(line.split()[0] == "fresh" for line in lines[:-1]), "\n".join(lines)
 
 
 def test_status_cli_reports_a_swap_with_exit_1(tmp_path, capsys):
