@@ -188,7 +188,7 @@ def test_swapped_checkpoints_are_corrupt(copy_of, capsys):
 
 
 def test_edited_journal_value_is_corrupt_and_not_read(copy_of, capsys):
-    journal = next((copy_of / "journals").glob("search-bnn-constrained-bo-*.jsonl"))
+    journal = next((copy_of / "journals").glob("search-bnn-constrained-bo-t0.2612-s0-*.jsonl"))
     lines = journal.read_text().splitlines()
     i = next(k for k, line in enumerate(lines) if '"type": "eval"' in line)
     rec = json.loads(lines[i])
