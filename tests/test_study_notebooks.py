@@ -204,7 +204,7 @@ def test_edited_journal_value_is_corrupt_and_not_read(copy_of, capsys):
 
 
 def test_flipped_bytes_in_a_packed_model(copy_of, capsys):
-    qrpk = next((copy_of / "checkpoints").glob("final-bnn-bo-*.qrpk"))
+    qrpk = next((copy_of / "checkpoints").glob("final-bnn-bo-t0.2612-s0-*.qrpk"))
     raw = bytearray(qrpk.read_bytes())
     for i in range(len(raw) - 200, len(raw) - 87):
         raw[i] ^= 0x5A
