@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import typing
 from dataclasses import field
 from pathlib import Path
 
 from .config import add_options, available_presets, from_mapping, options_given, read_config_file
+from .distributed import launch_rank
 from .errors import BadInput, check_input_file, check_output_file
 from .search import SearchConfig
 from .train import TrainConfig
@@ -277,12 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reports() -> bool:
-    """Whether this process reports errors: under torchrun only rank 0 does (every rank meets the
-    same bad input; one line, not one per process)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -291,7 +285,7 @@ def main(argv=None) -> int:
     except BadInput as err:
         if args.debug:
             raise
-        if _reports():
+        if launch_rank() == 0:  # under torchrun every rank meets it: one line, not one per process
             print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -300,7 +294,7 @@ def main(argv=None) -> int:
     except Exception as err:  # a run that failed on good input
         if args.debug:
             raise
-        if _reports():
+        if launch_rank() == 0:  # under torchrun every rank meets it: one line, not one per process
             print(f"failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 

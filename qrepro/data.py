@@ -85,6 +85,12 @@ class TensorLoader:
         out.mean, out.std = self.mean.to(device), self.std.to(device)
         return out
 
+    def reseeded(self, seed: int) -> "TensorLoader":
+        """The same loader (same data, no copy) drawing its order and augmentation from ``seed``."""
+        out = copy.copy(self)
+        out.seed = seed
+        return out
+
     def subset(self, n_images: int | None = None, **options) -> "TensorLoader":
         """A loader over the first ``n_images`` (all if None) with the same normalization and
         augmentation settings; ``options`` override batch_size, shuffle, augment, seed, ..."""

@@ -164,12 +164,22 @@ def revert_batchnorm(model: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- data
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 without a launcher), known before
+    any process group exists: for work that must happen once, such as reporting a bad input."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def shard_loader(loader, seed: int = 0):
-    """This rank's part of every global batch of ``loader`` (unchanged in one process)."""
-    if not active():
-        return loader
+    """This rank's part of every global batch of ``loader``, its order and augmentation drawn from
+    ``seed`` (the in-memory loader: a reseeded copy; a ``DataLoader`` in one process: unchanged, its
+    order comes from torch's global RNG, which ``train`` seeds)."""
     from .data import TensorLoader
 
+    if isinstance(loader, TensorLoader):
+        loader = loader.reseeded(seed)
+    if not active():
+        return loader
     n = world_size()
     if loader.batch_size % n:
         raise BadInput(f"batch_size {loader.batch_size} is the global batch and must divide evenly over the "

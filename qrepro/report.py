@@ -316,17 +316,18 @@ def _criterion_search(graph):
     cfg = graph.config
     s = cfg.search
     tm = _test_metrics(graph)
-    sf = search_frame(graph=graph, ids=set(graph["table/criterion_search"].inputs))
+    ss = search_summary(search_frame(graph=graph, ids=set(graph["table/criterion_search"].inputs)))
+    ss = ss[(ss.method == "bo") & np.isclose(ss.target, s.compare_target)]
     rows = []
     for kind in QUANT_KINDS:
         for crit in [s.criterion] + s.compare_criteria:
             runs = _final_runs(tm, kind, "bo", s.compare_target, None if crit == s.criterion else crit)
-            g = sf[(sf.model == kind) & (sf.criterion == crit) & sf.feasible]
-            best = g.groupby("seed")["value"].max()
-            search_mean, search_std = _mean_std(best.tolist())
+            found = ss[(ss.model == kind) & (ss.criterion == crit)]  # no row: no feasible configuration found
+            best = found.iloc[0] if len(found) else dict(seeds=0, best_val_top1_mean=np.nan, best_val_top1_std=np.nan)
             test_mean, test_std = _mean_std([m["test_acc"] for m in runs])
             rows.append({"model": LABELS[kind], "criterion": crit, "target_percent": 100 * s.compare_target,
-                         "search_seeds": len(best), "best_val_top1_mean": search_mean, "best_val_top1_std": search_std,
+                         "search_seeds": int(best["seeds"]), "best_val_top1_mean": best["best_val_top1_mean"],
+                         "best_val_top1_std": best["best_val_top1_std"],
                          "finetuned_seeds": len(runs), "test_top1_mean": test_mean, "test_top1_std": test_std,
                          "test_minus_unpruned": test_mean - tm["base"][kind]["test_acc"]})
     return pd.DataFrame(rows), "Validation top-1 before fine-tuning (search), test top-1 after it (%).", ".2f"

@@ -22,8 +22,6 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -382,26 +380,19 @@ def _final_training(cfg: StudyConfig) -> dict:
     return {"epochs": cfg.final.epochs, "lr": cfg.final.lr}
 
 
-def finetune_pruned(graph: Graph, kind: str, ratios: dict, criterion: str, epochs: float, lr: float, seed: int):
-    """Base model ``kind`` pruned at ``ratios`` with ``criterion``, BatchNorm re-estimated, then
-    fine-tuned (Adam, cosine, no weight decay): ``(pruned model, metrics)``."""
+def finetune_pruned(graph: Graph, base: torch.nn.Module, ratios: dict, criterion: str, epochs: float, lr: float,
+                    seed: int):
+    """``base`` (left unchanged) pruned at ``ratios`` with ``criterion``, BatchNorm re-estimated, then
+    fine-tuned (Adam, cosine, no weight decay; ``seed`` draws the batches): ``(pruned model, metrics)``."""
     from .prune import prune, recalibrate_batchnorm
     from .train import train
 
     cfg = graph.config
-    model, _ = load_base(kind, graph=graph)
-    model.to(_device(graph))
     splits = _splits(graph)
     crit, options = CRITERION_VARIANTS[criterion]
-    pruned = prune(model, ratios, crit, criterion_options=options)
+    pruned = prune(base, ratios, crit, criterion_options=options)
     recalibrate_batchnorm(pruned, splits.train_eval, cfg.evaluation.bn_batches)  # the same for every seed
     before = evaluate(pruned, splits.val)["acc"]
-    if hasattr(splits.train, "seed"):
-        # the in-memory loader draws its order and augmentation from its own seed, not from torch's global
-        # RNG that train() seeds: without this, every fine-tuning seed would see the same batches
-        seeded = copy.copy(splits.train)
-        seeded.seed = seed
-        splits = dataclasses.replace(splits, train=seeded)
     tc = TrainConfig(epochs=epochs, optimizer="adam", lr=lr, weight_decay=0.0, seed=seed)
     t0 = time.time()
     history = train(pruned, splits, tc, progress=graph.progress)
@@ -417,8 +408,9 @@ def make_final(graph: Graph, art: Artifact, path: Path):
     job, f = art.config["job"], art.config["final"]
     ratios = chosen_ratios(graph, art)
     print(f"[finetune] {path.name}")
-    pruned, metrics = finetune_pruned(graph, job["model"], ratios, art.config["criterion"], f["epochs"], f["lr"],
-                                      job["seed"])
+    base, _ = load_base(job["model"], graph=graph)
+    pruned, metrics = finetune_pruned(graph, base.to(_device(graph)), ratios, art.config["criterion"], f["epochs"],
+                                      f["lr"], job["seed"])
     if is_main():  # under torchrun every rank fine-tunes, rank 0 writes
         save_packed(path, pruned, config={"job": job, "final": art.config, "metrics": metrics,
                                           "versions": environment_info(), "distributed": describe()})
@@ -432,6 +424,7 @@ def make_recovery(graph: Graph, art: Artifact, path: Path):
 
     c = art.config
     model, _ = load_base(c["model"], graph=graph)
+    model.to(_device(graph))
     layers = prunable_layers(model)
     sc = SearchConfig(layers=layers, method="uniform", target=c["target"], r_max=c["r_max"], budget=1)
     ratio = uniform_ratio(sc, SizeModel.from_model(model, layers))
@@ -439,12 +432,12 @@ def make_recovery(graph: Graph, art: Artifact, path: Path):
     rows = []
     for epochs in c["epochs"]:
         print(f"[recovery] {c['model']} uniform {ratio:.3f}, {epochs} epochs")
-        pruned, m = finetune_pruned(graph, c["model"], dict.fromkeys(layers, ratio), c["criterion"], epochs, c["lr"],
+        pruned, m = finetune_pruned(graph, model, dict.fromkeys(layers, ratio), c["criterion"], epochs, c["lr"],
                                     c["seed"])
         rows.append({"epochs": epochs, "steps": m["history"][-1]["steps"], "val_acc_before": m["val_acc_before_finetune"],
                      "val_acc": m["val_acc"], "test_acc": evaluate(pruned, splits.test)["acc"],
                      "seconds": m["seconds"]})
-    base = evaluate(model.to(_device(graph)), splits.val)["acc"], evaluate(model, splits.test)["acc"]
+    base = evaluate(model, splits.val)["acc"], evaluate(model, splits.test)["acc"]
     write_json_atomic(path, {"model": c["model"], "target": c["target"], "ratio": ratio, "lr": c["lr"],
                              "base_val_acc": base[0], "base_test_acc": base[1], "runs": rows,
                              "versions": environment_info()})

@@ -121,3 +121,23 @@ def test_augmentation_is_a_shifted_crop():
     for i in range(2):  # every augmented image equals one of the 9 shifted windows
         windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(3) for dx in range(3)]
         assert any(torch.allclose(x[i], w, atol=1e-3) for w in windows)
+
+
+def test_training_draws_its_batches_from_the_config_seed():
+    """``train`` with ``TrainConfig.seed = s`` sees the batches of the training loader built with
+    seed ``s`` (reference: that loader iterated directly), whatever seed the splits were made with."""
+    from qrepro.train import TrainConfig, train
+
+    splits = D.load_splits("synthetic", batch_size=16, seed=0, image_size=8)
+    for seed in (0, 3):
+        seen = []
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, splits.num_classes))
+        model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+        train(model, splits, TrainConfig(dataset="synthetic", batch_size=16, epochs=1, seed=seed),
+              progress=False, eval_every_epoch=False, max_steps=3)
+        t = splits.train
+        reference = D.TensorLoader(t.images, t.labels, batch_size=16, shuffle=True, augment=t.augment, pad=t.pad,
+                                   flip=t.flip, mean=tuple(t.mean.flatten().tolist()),
+                                   std=tuple(t.std.flatten().tolist()), seed=seed, drop_last=t.drop_last)
+        expected = [x for (x, _), _ in zip(reference, range(3))]
+        assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, expected)), seed

@@ -145,8 +145,8 @@ def test_claims_and_criterion_tables_against_the_artifacts(smoke_results):
 
 
 def test_fine_tuning_seeds_give_different_runs(smoke_results):
-    """A final model's seed decides its fine-tune's batches (the in-memory loader draws them from its
-    own seed, not from torch's RNG): seeds 0 and 1 differ, seed 0 twice is the same run."""
+    """A final model's seed decides its fine-tune's batches: seeds 0 and 1 differ, seed 0 twice is the
+    same run, and the base model is left as it was."""
     import torch
 
     from qrepro.prune import prunable_layers
@@ -155,10 +155,12 @@ def test_fine_tuning_seeds_give_different_runs(smoke_results):
     g.progress = False
     model, _ = study.load_base("bnn", graph=g)
     ratios = dict.fromkeys(prunable_layers(model), 0.25)
-    runs = [study.finetune_pruned(g, "bnn", ratios, "redundancy", 0.05, 1e-3, seed)[0].state_dict()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = [study.finetune_pruned(g, model, ratios, "redundancy", 0.05, 1e-3, seed)[0].state_dict()
             for seed in (0, 0, 1)]
     same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert same(runs[0], runs[1]) and not same(runs[0], runs[2])
+    assert same(before, model.state_dict())
 
 
 def test_study_is_cached_on_a_second_run(smoke_results, capsys):
