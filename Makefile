@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test test-fast reproduce teach study status benchmark gpu-check clean
+.PHONY: help setup data test test-fast reproduce readme teach study status benchmark gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ status: setup ## one line per artifact of the study: fresh, legacy, stale (why),
 
 reproduce: setup ## check the cache (status), then regenerate every figure from it (the main job)
 	$(PY) -m qrepro reproduce --preset $(STUDY) --results $(STUDY_DIR)
+
+readme: setup ## copy the study's tables into README.md's marked table blocks (the prose stays hand-written)
+	$(PY) -m qrepro readme --results $(STUDY_DIR)
 
 teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minute each, base checkpoints only)
 	$(PY) -m qrepro teach --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)

@@ -190,6 +190,20 @@ def _cmd_teach(args) -> int:
     return 0
 
 
+def _cmd_readme(args) -> int:
+    """Splice the study's tables into the README's marked blocks (``--check``: only compare)."""
+    from .readme import sync_readme
+
+    changed = sync_readme(args.results, args.readme, check=args.check)
+    where = args.readme or "README.md"
+    if not changed:
+        print(f"{where}: every table block matches the study's tables")
+        return 0
+    verb = "differ from the study's tables (run python -m qrepro readme to update)" if args.check else "updated"
+    print(f"{where}: {', '.join(changed)} {verb}")
+    return 1 if args.check else 0
+
+
 def _cmd_reproduce(args) -> int:
     from .notebooks import notebook_paths, run_notebooks
     from .study import status_lines
@@ -268,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     _study_options(r)
     r.add_argument("--only", nargs="+", help="run only notebooks whose names contain these strings")
     r.set_defaults(func=_cmd_reproduce)
+
+    rd = sub.add_parser("readme", help="copy the study's tables into the README's <!-- table: NAME --> blocks")
+    rd.add_argument("--results", help="results folder whose tables/ to read (default: results/)")
+    rd.add_argument("--readme", help="the Markdown file to update (default: the repository's README.md)")
+    rd.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1 if any)")
+    rd.set_defaults(func=_cmd_readme)
 
     te = sub.add_parser("teach", help="execute the teaching notebooks (notebooks/teaching) with papermill")
     te.add_argument("--smoke", action="store_true", help="read the smoke study's base checkpoints")

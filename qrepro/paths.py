@@ -15,6 +15,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 TEACHING_DIR = NOTEBOOKS_DIR / "teaching"
 CONFIGS_DIR = REPO_ROOT / "configs"
 STUDY_PRESETS_DIR = CONFIGS_DIR / "studies"
+README_PATH = REPO_ROOT / "README.md"
 
 # Debian's package ``dataset-fashion-mnist`` installs the IDX files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,0 +1,67 @@
+"""The README's result tables, spliced from the tables the study wrote.
+
+A table in ``README.md`` sits between two markers::
+
+    <!-- table: claims -->
+    ...the text of results/tables/claims.md...
+    <!-- /table -->
+
+``python -m qrepro readme`` (``make readme``) replaces every such block with the current
+``tables/<name>.md``; ``--check`` only says which blocks differ (exit 1), so a test can keep the
+README and the committed cache from drifting apart.  The prose around the tables is written by
+hand, from the same numbers.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import BadInput
+from .paths import README_PATH, tables_dir
+
+BLOCK = re.compile(r"(<!-- table: (?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+OPEN = re.compile(r"<!-- table: ?(?P<name>[^ ]*) ?-->")
+
+
+def table_blocks(text: str) -> dict[str, str]:
+    """``{table name: text between its markers}`` of every marked block in ``text``."""
+    blocks = {}
+    for m in BLOCK.finditer(text):
+        if m["name"] in blocks:
+            raise BadInput(f"the README marks table {m['name']!r} twice; keep one <!-- table: {m['name']} --> block")
+        blocks[m["name"]] = m["body"]
+    unclosed = len(OPEN.findall(text)) - len(blocks)
+    if unclosed:
+        raise BadInput(f"the README has {unclosed} '<!-- table: NAME -->' marker(s) without a matching "
+                       "'<!-- /table -->' on a later line (or with a name other than letters, digits and _); "
+                       "close each block")
+    return blocks
+
+
+def _table_text(name: str, root) -> str:
+    path = tables_dir(root) / f"{name}.md"
+    if not path.is_file():
+        raise BadInput(f"the README shows table {name!r} but {path} does not exist; build it with "
+                       f"python -m qrepro study --stages tables --results {tables_dir(root).parent}, "
+                       "or remove the block")
+    return path.read_text()
+
+
+def sync_readme(root=None, readme: str | Path | None = None, check: bool = False) -> list[str]:
+    """The names of the README's (default: the repository's) table blocks that differ from
+    ``tables/<name>.md`` under ``root``; unless ``check``, those blocks are rewritten (atomically;
+    the rest of the file is kept)."""
+    readme = Path(readme or README_PATH)
+    if not readme.is_file():
+        raise BadInput(f"{readme} does not exist; pass the README to update with --readme")
+    text = readme.read_text()
+    blocks = table_blocks(text)
+    current = {name: _table_text(name, root) for name in blocks}
+    changed = [name for name, body in blocks.items() if body != current[name]]
+    if changed and not check:
+        new = BLOCK.sub(lambda m: m.group(1) + current[m["name"]] + m.group(4), text)
+        tmp = readme.with_name(readme.name + ".tmp")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
+    return changed
