@@ -1,6 +1,6 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train compile criteria inference search cluster regret] [--repeats N]
+    python benchmarks/benchmark.py [--sections train compile criteria inference search cluster regret gpu] [--repeats N]
                                    [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
@@ -20,7 +20,11 @@
   against one evaluation: past 1 / that ratio workers, BO itself is the bottleneck;
 * regret: BO, random search and the uniform ratio on a 12-layer function with a known optimum
   under the linear size constraint (median regret over seeds): the check that speeding up the
-  BO loop did not make it search worse.
+  BO loop did not make it search worse;
+* gpu (where CUDA is present, else one line saying so): the GPU rows of issue 14, from
+  ``benchmarks/gpu_check.py``'s throughput section: BNN and DoReFa training throughput against
+  full precision on the GPU (ResNet-20 at batch 128 and 1024, ResNet-18 at 224 in bf16,
+  channels-last), and one search evaluation's time.
 
 Every row is also written to ``--json PATH`` (keys named after the rows).
 """
@@ -391,8 +395,26 @@ def bench_regret(repeats: int):
     return rows
 
 KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
+def bench_gpu(repeats: int):
+    """The GPU rows, measured by ``gpu_check.section_throughput`` (one implementation for both scripts)."""
+    print("\n## GPU training throughput against full precision (benchmarks/gpu_check.py's throughput section)")
+    if not torch.cuda.is_available():
+        print("no CUDA device here: GPU rows skipped (run make benchmark or make gpu-check on a GPU machine)")
+        return {}
+    from gpu_check import section_throughput
+
+    res = section_throughput(torch.device("cuda"))
+    rows = {"gpu_search_evaluation_s": res["search_evaluation_seconds"]}
+    for name, r in res.items():
+        if isinstance(r, dict):  # one setting: <arch>_b<batch>[_bf16_cl]
+            rows[f"gpu_train_ratio_bnn_over_fp_{name}"] = r["bnn_over_fp"]
+            rows[f"gpu_train_ratio_dorefa_over_fp_{name}"] = r["dorefa_over_fp"]
+            rows[f"gpu_train_images_per_s_fp_{name}"] = r["images_per_s"]["fp"]
+    return rows
+
+
 SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search,
-            "cluster": bench_cluster, "regret": bench_regret, "compile": bench_compile}
+            "cluster": bench_cluster, "regret": bench_regret, "compile": bench_compile, "gpu": bench_gpu}
 
 
 def main(argv=None):
