@@ -1,4 +1,4 @@
-"""Canonical hashing for cache keys, and atomic JSON writes.
+"""Canonical hashing for cache keys, and atomic writes (text, JSON).
 
 ``config_key(cfg)`` hashes the canonical JSON of a config (key order and ``3`` vs ``3.0``
 do not matter); :mod:`qrepro.artifacts` builds every artifact's key from it.
@@ -31,10 +31,16 @@ def config_key(cfg: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
-def write_json_atomic(path: Path, obj) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it: a reader sees the old file or
+    the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def write_json_atomic(path: Path, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,6 +1,6 @@
 """The README's result tables, spliced from the tables the study wrote.
 
-A table in ``README.md`` sits between two markers::
+A table in ``README.md`` sits between two markers, each at the start of a line::
 
     <!-- table: claims -->
     ...the text of results/tables/claims.md...
@@ -13,15 +13,16 @@ hand, from the same numbers.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from .cache import write_text_atomic
 from .errors import BadInput
 from .paths import README_PATH, tables_dir
 
-BLOCK = re.compile(r"(<!-- table: (?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
-OPEN = re.compile(r"<!-- table: ?(?P<name>[^ ]*) ?-->")
+# markers start a line (a marker quoted inside a sentence is text, not a block)
+BLOCK = re.compile(r"^(<!-- table: (?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
+OPEN = re.compile(r"^<!-- table:", re.M)
 
 
 def table_blocks(text: str) -> dict[str, str]:
@@ -60,8 +61,5 @@ def sync_readme(root=None, readme: str | Path | None = None, check: bool = False
     current = {name: _table_text(name, root) for name in blocks}
     changed = [name for name, body in blocks.items() if body != current[name]]
     if changed and not check:
-        new = BLOCK.sub(lambda m: m.group(1) + current[m["name"]] + m.group(4), text)
-        tmp = readme.with_name(readme.name + ".tmp")
-        tmp.write_text(new)
-        os.replace(tmp, readme)
+        write_text_atomic(readme, BLOCK.sub(lambda m: m.group(1) + current[m["name"]] + m.group(4), text))
     return changed
