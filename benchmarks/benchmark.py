@@ -204,6 +204,20 @@ def bench_inference(repeats: int):
             t["pruned"] / t["model"], macs
         rows[f"fused_pruned_half_time_ratio_{scheme}"] = t["fused_pruned"] / t["fused"]
         rows[f"fused_speedup_{scheme}"] = t["model"] / t["fused"]
+        # one thread: the pruned model's smaller convolutions split less well over two threads
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = {k: [] for k in ("fused", "fused_pruned")}
+            with torch.no_grad():
+                for _ in range(repeats):
+                    for k in one:
+                        one[k].append(timed(lambda net=nets[k]: net(x), 1))
+        finally:
+            torch.set_num_threads(threads)
+        a, b = (statistics.median(one[k]) for k in ("fused", "fused_pruned"))
+        print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | |")
+        rows[f"fused_pruned_half_time_ratio_{scheme}_1thread"] = b / a
     return rows
 
 
