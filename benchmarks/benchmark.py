@@ -218,6 +218,20 @@ def bench_inference(repeats: int):
         a, b = (statistics.median(one[k]) for k in ("fused", "fused_pruned"))
         print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | |")
         rows[f"fused_pruned_half_time_ratio_{scheme}_1thread"] = b / a
+        # torch.compile (inductor) of the fused forms: elementwise work fused around the convolutions
+        compiled = {k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}
+        comp = {k: [] for k in compiled}
+        with torch.no_grad():
+            for net in compiled.values():
+                net(x)  # compiles
+            for _ in range(repeats):
+                for k, net in compiled.items():
+                    comp[k].append(timed(lambda net=net: net(x), 1))
+        a, b = (statistics.median(comp[k]) for k in ("fused", "fused_pruned"))
+        print(f"| {scheme} | fused, compiled | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | "
+              f"{t['model'] / a:.2f} |")
+        rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
+        rows[f"fused_compiled_speedup_{scheme}"] = t["model"] / a
     return rows
 
 
