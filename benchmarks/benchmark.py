@@ -172,6 +172,19 @@ def bench_criteria(repeats: int):
     return rows
 
 
+def _interleaved_medians(nets: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Median forward time of each net on ``x`` (after one warm-up or compiling call each), the nets
+    interleaved so that they share the machine's noise."""
+    times = {k: [] for k in nets}
+    with torch.no_grad():
+        for net in nets.values():
+            net(x)
+        for _ in range(repeats):
+            for k, net in nets.items():
+                times[k].append(timed(lambda net=net: net(x), 1))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_inference(repeats: int):
     from qrepro.inference import fuse_for_inference
 
@@ -188,14 +201,7 @@ def bench_inference(repeats: int):
         pruned = prune(model, 0.5).eval()
         nets = {"model": model, "pruned": pruned, "fused": fuse_for_inference(model),
                 "fused_pruned": fuse_for_inference(pruned)}
-        times = {k: [] for k in nets}
-        with torch.no_grad():
-            for net in nets.values():
-                net(x)
-            for _ in range(repeats):  # interleaved, so the four share the machine's noise
-                for k, net in nets.items():
-                    times[k].append(timed(lambda net=net: net(x), 1))
-        t = {k: statistics.median(v) for k, v in times.items()}
+        t = _interleaved_medians(nets, x, repeats)
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
         for form, a, b in (("modules", t["model"], t["pruned"]), ("fused", t["fused"], t["fused_pruned"])):
             speedup = f"{t['model'] / t['fused']:.2f}" if form == "fused" else ""
@@ -208,26 +214,15 @@ def bench_inference(repeats: int):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            one = {k: [] for k in ("fused", "fused_pruned")}
-            with torch.no_grad():
-                for _ in range(repeats):
-                    for k in one:
-                        one[k].append(timed(lambda net=nets[k]: net(x), 1))
+            one = _interleaved_medians({k: nets[k] for k in ("fused", "fused_pruned")}, x, repeats)
         finally:
             torch.set_num_threads(threads)
-        a, b = (statistics.median(one[k]) for k in ("fused", "fused_pruned"))
+        a, b = one["fused"], one["fused_pruned"]
         print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | |")
         rows[f"fused_pruned_half_time_ratio_{scheme}_1thread"] = b / a
         # torch.compile (inductor) of the fused forms: elementwise work fused around the convolutions
-        compiled = {k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}
-        comp = {k: [] for k in compiled}
-        with torch.no_grad():
-            for net in compiled.values():
-                net(x)  # compiles
-            for _ in range(repeats):
-                for k, net in compiled.items():
-                    comp[k].append(timed(lambda net=net: net(x), 1))
-        a, b = (statistics.median(comp[k]) for k in ("fused", "fused_pruned"))
+        comp = _interleaved_medians({k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}, x, repeats)
+        a, b = comp["fused"], comp["fused_pruned"]
         print(f"| {scheme} | fused, compiled | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | "
               f"{t['model'] / a:.2f} |")
         rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
@@ -423,6 +418,8 @@ def bench_regret(repeats: int):
     return rows
 
 KEYS = {"full precision": "fp", "BNN": "bnn", "DoReFa 2-bit": "dorefa"}
+
+
 def bench_gpu(repeats: int):
     """The GPU rows, measured by ``gpu_check.section_throughput`` (one implementation for both scripts)."""
     print("\n## GPU training throughput against full precision (benchmarks/gpu_check.py's throughput section)")

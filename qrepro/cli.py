@@ -192,10 +192,11 @@ def _cmd_teach(args) -> int:
 
 def _cmd_readme(args) -> int:
     """Splice the study's tables into the README's marked blocks (``--check``: only compare)."""
+    from .paths import README_PATH
     from .readme import sync_readme
 
     changed = sync_readme(args.results, args.readme, check=args.check)
-    where = args.readme or "README.md"
+    where = args.readme or README_PATH.name
     if not changed:
         print(f"{where}: every table block matches the study's tables")
         return 0
