@@ -47,6 +47,9 @@ from .prune import n_keep
 
 METHODS = ("bo", "random", "uniform")
 MODES = ("constrained", "pareto")
+# constrained mode's acquisition functions: closed-form LogEI one candidate at a time (pending candidates as Kriging
+# believers; qrepro.acquisition), or BoTorch's Monte Carlo qLogNEI (batches of q; the algorithm before LogEI)
+ACQUISITIONS = ("logei", "qlognei")
 DTYPE = torch.double
 
 
@@ -120,10 +123,14 @@ class SearchConfig:
     seed: int = 0
     num_restarts: int = 4  # 8 before: twice the acquisition time, the same regret (README, "Speed")
     # refit the GP's hyperparameters every this many BO steps; in between the previous step's (journaled)
-    # hyperparameters are kept and the GP only conditions on the new data. 5: half the time of a 40-evaluation
-    # search at 12 dimensions, regret 3.7 against 4.9 refitting every step (benchmark.py --sections regret)
-    refit_every: int = 5
+    # hyperparameters are kept and the GP only conditions on the new data. 1 with LogEI: median regret 1.7
+    # (worst 6.7) at 12 dimensions against 5.2 (worst 17.7) refitting every 5th step, and 3.7 (7.8) for
+    # qLogNEI refitting every 5th, the default before (benchmark.py --sections regret, README "Speed")
+    refit_every: int = 1
     raw_samples: int = 256
+    # method "bo", constrained mode: "logei" (q=1; the default where q=1) or "qlognei" (the default where q>1);
+    # unset otherwise (pareto mode: qLogNEHVI)
+    acquisition: str | None = None
     ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
 
@@ -154,13 +161,26 @@ class SearchConfig:
             raise SearchError("num_restarts must be at least 1 and raw_samples at least num_restarts")
         if self.refit_every < 1:
             raise SearchError(f"refit_every must be at least 1, got {self.refit_every}")
+        if self.method != "bo" or self.mode == "pareto":
+            if self.acquisition is not None:
+                raise SearchError(f"acquisition={self.acquisition!r} applies to method 'bo' in constrained mode only "
+                                  "(pareto mode always uses qLogNEHVI): leave acquisition unset")
+        elif self.acquisition is None:
+            self.acquisition = "logei" if self.q == 1 else "qlognei"
+        elif self.acquisition not in ACQUISITIONS:
+            raise SearchError(f"unknown acquisition {self.acquisition!r}; accepted values: {', '.join(ACQUISITIONS)}")
+        elif self.acquisition == "logei" and self.q > 1:
+            raise SearchError(f"acquisition 'logei' proposes one candidate at a time, but q={self.q}; use "
+                              "acquisition='qlognei' for batches, or q=1")
 
     def to_dict(self) -> dict:
-        """The fields (the journal's key); ``refit_every`` only where it is not 1, so a journal
-        written before it existed (every step refitted) keeps its key under ``refit_every=1``."""
+        """The fields (the journal's key). Fields added later are left out at the value that gives the
+        earlier algorithm, so a journal written before one existed keeps its key: ``refit_every`` at 1
+        (every step refitted), ``acquisition`` at qLogNEI (or unset: no BO, or pareto mode)."""
         d = asdict(self)
-        if d["refit_every"] == 1:
-            del d["refit_every"]
+        for name, before in (("refit_every", 1), ("acquisition", "qlognei"), ("acquisition", None)):
+            if name in d and d[name] == before:
+                del d[name]
         return d
 
 
@@ -310,6 +330,8 @@ def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: Si
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.optim import optimize_acqf
 
+    from .acquisition import PosteriorLogEI
+
     seed = cfg.seed * 7919 + step
     torch.manual_seed(seed)
     d = x.shape[1]
@@ -317,7 +339,10 @@ def _bo_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size: Si
         warnings.simplefilter("ignore")
         refit = warm is None or (step - cfg.n_init) % cfg.refit_every == 0
         gp = fit_gp(x, y[:, :1], warm, optimize=refit)
-        if cfg.mode == "constrained":
+        if cfg.acquisition == "logei":
+            acq = PosteriorLogEI(gp, x, pending)
+            constraints = _constraint(cfg, size)
+        elif cfg.mode == "constrained":
             acq = qLogNoisyExpectedImprovement(gp, X_baseline=x, prune_baseline=True, X_pending=pending)
             constraints = _constraint(cfg, size)
         else:
@@ -446,13 +471,17 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     GPU, else one per core), ``scheduler="tcp://host:8786"`` joins a running one.  Away from this
     process the objective must be picklable.
 
-    The loop is asynchronous: whenever a worker is free it proposes the next candidates with the
-    ones still being evaluated passed to the acquisition function as pending points
-    (``X_pending``), so no worker waits for a batch to finish.  With one worker this is the
-    sequential search, candidate for candidate.  Only this process writes the journal: a
-    ``pending`` record before a candidate is submitted, an ``eval`` record when it finishes (in
-    the order they finish); a search started again on the journal re-queues the candidates that
-    were in flight and evaluates nothing twice.
+    The loop is asynchronous and repeatable: with ``W`` evaluation slots (workers) when the search
+    starts, BO proposes candidate ``i`` from the evaluations of candidates ``0 .. i - W`` (in index
+    order, whatever order they finished in), the ``W - 1`` candidates after them passed to the
+    acquisition function as pending points -- and waits until those evaluations are in. So the
+    candidates depend on the number of workers, never on which worker finished first: two runs with
+    the same workers propose the same candidates (with equal evaluation times, no worker waits). With
+    one worker this is the sequential search; with ``q > 1`` (batches) the lag is ``W - q``. Only this
+    process writes the journal: a ``pending`` record before a candidate is submitted (``observed``:
+    how many evaluations its proposal used), an ``eval`` record when it finishes (in the order they
+    finish); a search started again on the journal re-queues the candidates that were in flight,
+    evaluates nothing twice, and with the same workers proposes what the uninterrupted run did.
     """
     from .cluster import open_pool
 
@@ -474,27 +503,25 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     bar.update(len(jr.evals))
     requeue = jr.pending()  # candidates that were in flight when the last run stopped
     issued = 1 + max((r["index"] for r in jr.records if r["type"] != "header"), default=-1)
-    in_flight: dict[int, dict] = {}
+    lag = max(0, pool.free() - cfg.q)  # candidates in flight while BO proposes: fixed for the whole search
     try:
         while len(jr.evals) < budget:
             while requeue or issued < budget:
                 free = pool.free()
-                if free < 1 or (not requeue and cfg.method == "bo" and issued >= cfg.n_init
-                                and len(jr.evals) < min(cfg.n_init, 2) and in_flight):
-                    break  # no idle worker, or the GP has nothing to fit yet: wait for a result
+                bo_step = cfg.method == "bo" and issued >= cfg.n_init
+                if free < 1 or (not requeue and bo_step and not _observed_ready(jr, _observed(issued, lag, cfg))):
+                    break  # no idle worker, or the evaluations this proposal conditions on are not all in
                 if requeue:
                     todo = [requeue.pop(0)]
                 else:
-                    n = min(cfg.q, free, budget - issued)
-                    todo = _propose(jr, cfg, size, init, rand, issued, n, list(in_flight.values()))
+                    n = min(cfg.q, budget - issued) if bo_step else min(cfg.q, free, budget - issued)
+                    todo = _propose(jr, cfg, size, init, rand, issued, n, _observed(issued, lag, cfg))
                     for rec in todo:
                         jr.add(rec)
                     issued += len(todo)
                 for rec in todo:
-                    in_flight[rec["index"]] = rec
                     pool.submit(rec, _ratios(rec, cfg))
             for rec, value, seconds in pool.wait():
-                in_flight.pop(rec["index"])
                 _record(rec, value, seconds, jr, cfg, size)
                 bar.update(1)
             best = best_feasible(jr.evals)
@@ -518,11 +545,22 @@ def best_feasible(evals: list[dict]) -> dict | None:
     return max(feasible, key=lambda r: (r["value"], -r["index"])) if feasible else None
 
 
+def _observed(index: int, lag: int, cfg: SearchConfig) -> int:
+    """How many candidates (``0 .. observed - 1``) the BO proposal starting at ``index`` conditions
+    on: all but the ``lag`` before it, and at least two (a GP needs data) where the design has them."""
+    return min(index, max(index - lag, min(cfg.n_init, 2)))
+
+
+def _observed_ready(jr: Journal, observed: int) -> bool:
+    done = {r["index"] for r in jr.evals}
+    return all(i in done for i in range(observed))
+
+
 def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, index: int, n: int,
-             in_flight: list[dict]) -> list[dict]:
-    """``n`` pending records from ``index`` on; BO conditions on the finished evaluations and
-    treats ``in_flight`` candidates as pending points."""
-    base = {"type": "pending", "in_flight": len(in_flight)} if in_flight else {"type": "pending"}
+             observed: int) -> list[dict]:
+    """``n`` pending records from ``index`` on; BO conditions on the evaluations of candidates
+    ``0 .. observed - 1`` (in index order) and treats candidates ``observed .. index - 1`` as pending points."""
+    base = {"type": "pending"}
     if cfg.method == "uniform":
         x = torch.full((1, len(cfg.layers)), uniform_ratio(cfg, size) / cfg.r_max, dtype=DTYPE)
         source = "uniform"
@@ -531,14 +569,16 @@ def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, index:
     elif index < cfg.n_init:
         x, source = init[index:index + min(n, cfg.n_init - index)], "sobol"
     else:
-        xs = torch.tensor([r["x"] for r in jr.evals], dtype=DTYPE)
-        ys = torch.tensor([[r["value"]] for r in jr.evals], dtype=DTYPE)
-        pending = torch.tensor([r["x"] for r in in_flight], dtype=DTYPE) if in_flight else None
+        evals = sorted((r for r in jr.evals if r["index"] < observed), key=lambda r: r["index"])
+        xs = torch.tensor([r["x"] for r in evals], dtype=DTYPE)
+        ys = torch.tensor([[r["value"]] for r in evals], dtype=DTYPE)
+        issued = {r["index"]: r["x"] for r in jr.records if r["type"] == "pending"}
+        pending = torch.tensor([issued[i] for i in range(observed, index)], dtype=DTYPE) if observed < index else None
         warm = next((r["gp"] for r in reversed(jr.records) if r["type"] == "pending" and "gp" in r), None)
         cfg_n = cfg if n == cfg.q else replace(cfg, q=n)
         x, gp = _bo_candidates(xs, ys, cfg_n, size, index, warm, pending)
-        return [{**base, "index": index + i, "x": [float(v) for v in row], "source": "bo", "gp": gp}
-                for i, row in enumerate(x)]
+        return [{**base, "index": index + i, "x": [float(v) for v in row], "source": "bo", "gp": gp,
+                 "observed": observed} for i, row in enumerate(x)]
     return [{**base, "index": index + i, "x": [float(v) for v in row], "source": source}
             for i, row in enumerate(x)]
 

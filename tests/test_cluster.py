@@ -2,6 +2,7 @@
 a driver stopped with candidates in flight, an unreachable scheduler."""
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -90,8 +91,8 @@ def test_worker_killed_mid_evaluation_search_completes_nothing_lost_or_repeated(
     ends = [e for e in lines(log) if e[0] == "end"]
     assert not any(e[1] == killed["pid"] and e[2] == killed["x"] for e in ends)  # it died mid-evaluation
     assert sum(e[2] == killed["x"] for e in ends) == 1  # ... and its candidate was evaluated again, once
-    # asynchronous: some BO candidates were proposed while another was being evaluated
-    assert any(r.get("in_flight") for r in lines(journal) if r["type"] == "pending" and r["source"] == "bo")
+    # asynchronous: each BO candidate was proposed while the one before it was being evaluated (2 workers: lag 1)
+    assert all(r["observed"] == r["index"] - 1 for r in lines(journal) if r["type"] == "pending" and r["source"] == "bo")
     need = (1 - 0.4) * 2000
     assert all(r["size"] <= need + 1e-6 for r in evals)
 
@@ -124,6 +125,32 @@ def test_driver_stopped_with_candidates_in_flight_resumes_and_requeues_them(clie
     requeued = [r for r in after[len(first):] if r["type"] == "pending"]
     assert not {r["index"] for r in requeued} & in_flight  # in-flight candidates re-queued as they were
     assert len(res.records) == 10
+
+
+class Jittered(SlowToy):
+    """SlowToy taking a pseudo-random time per candidate, different for each ``salt``: two runs
+    with different salts see their evaluations finish in different orders."""
+
+    def __init__(self, log, salt):
+        super().__init__(log, seconds=0.0)
+        self.salt = salt
+
+    def __call__(self, ratios):
+        time.sleep(random.Random(f"{self.salt}{sorted(ratios.items())}").random() * 0.4)
+        return super().__call__(ratios)
+
+
+def test_asynchronous_search_is_repeatable_whatever_order_evaluations_finish_in(client, tmp_path):
+    """Two workers, two runs whose evaluations take different times: the same candidates, index for
+    index (the proposal of candidate i conditions on candidates 0 .. i-2, pending i-1), while the
+    evaluations finished in different orders. Before, proposals used whatever had finished."""
+    client.wait_for_workers(2, timeout=120)  # an earlier test killed one; its nanny restarts it
+    runs = [search_ratios(Jittered(tmp_path / f"log{salt}", salt), toy_size(), cfg(budget=12),
+                          journal=tmp_path / f"j{salt}.jsonl", scheduler=client, progress=False) for salt in (1, 2)]
+    finish_orders = [[r["index"] for r in lines(tmp_path / f"j{salt}.jsonl") if r["type"] == "eval"] for salt in (1, 2)]
+    assert finish_orders[0] != finish_orders[1], "the jitter did not change the order evaluations finished in"
+    assert [r["x"] for r in runs[0].records] == [r["x"] for r in runs[1].records]
+    assert [r["value"] for r in runs[0].records] == [r["value"] for r in runs[1].records]
 
 
 def test_local_cluster_started_by_the_search(tmp_path):
@@ -164,4 +191,4 @@ def test_study_searches_on_a_local_cluster(tmp_path):
     graph = study_graph(cfg, tmp_path)
     assert all(graph.status(i).state == "fresh" for i in graph.ids("search")), status_lines(graph=graph)[0]
     bo = [graph.status(i).path for i in graph.ids("search") if "-bo-" in i]
-    assert any(r.get("in_flight") for p in bo for r in lines(p) if r["type"] == "pending")
+    assert any(r["observed"] < r["index"] for p in bo for r in lines(p) if r["type"] == "pending" and r["source"] == "bo")

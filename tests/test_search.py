@@ -181,3 +181,19 @@ def test_q_batch_in_the_default_process_pool():
     res = search_ratios(Toy(), toy_size(), cfg(budget=4, n_init=2, q=2), progress=False)
     assert [r["index"] for r in res.records] == [0, 1, 2, 3]
     assert all(r["value"] == pytest.approx(Toy()(dict(zip(LAYERS, r["ratios"])))) for r in res.records)
+
+
+def test_convergence_curve_follows_candidate_index_not_finish_order():
+    """report.convergence: best feasible value among candidates 0..n-1, by hand; the journal's
+    best_so_far (finish order: 2 finished first here) is not what it reads."""
+    import pandas as pd
+
+    from qrepro.report import convergence
+
+    rows = [  # (index, value, feasible, best_so_far as journaled in finish order 2, 0, 1, 3)
+        (2, 70.0, True, 70.0), (0, 60.0, True, 70.0), (1, 90.0, False, 70.0), (3, 65.0, True, 70.0)]
+    df = pd.DataFrame([{"model": "bnn", "target": 0.5, "method": "bo", "criterion": "redundancy", "seed": 0,
+                        "mode": "constrained", "index": i, "value": v, "feasible": f, "best_so_far": b}
+                       for i, v, f, b in rows])
+    got = convergence(df, budget=5)["best_val_top1"].tolist()
+    assert got == [60.0, 60.0, 70.0, 70.0, 70.0]
