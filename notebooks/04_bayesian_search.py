@@ -20,7 +20,7 @@
 #
 # **The paper's full text is not reproduced here.** This package implements what its abstract states; where the paper is silent, this package chooses, and every choice is a parameter (see the README's *Choices where the paper is silent*).
 #
-# BoTorch (Sobol initial design, `SingleTaskGP`, qLogNEI) under the analytic size constraint, against random search in the feasible region and the single uniform ratio that meets the same target, with the same evaluation budget. Each evaluation prunes with the `redundancy` criterion, re-estimates BatchNorm and measures validation top-1.
+# BoTorch (Sobol initial design, `SingleTaskGP`, log expected improvement) under the analytic size constraint, against random search in the feasible region and the single uniform ratio that meets the same target, with the same evaluation budget. Each evaluation prunes with the `redundancy` criterion, re-estimates BatchNorm and measures validation top-1.
 
 # %% tags=["parameters"]
 smoke = False  # True: read the tiny smoke study (CI)

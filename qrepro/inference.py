@@ -47,8 +47,8 @@ class _FusedLayer(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act == "sign":
-            return (x >= 0).to(x.dtype).mul_(2).sub_(1)
+        if self.act == "sign":  # +1 / -1, sign(0) = +1; the comparison writes floats: a bool tensor's conversion
+            return torch.ge(x, 0, out=torch.empty_like(x)).mul_(2).sub_(1)  # cost 3 times the rest (1 thread)
         if self.act == "dorefa":  # the integer levels round(clip(x, 0, 1) (2^k - 1)), exactly
             return x.mul(self.levels).clamp_(0, self.levels).round_()
         return x
