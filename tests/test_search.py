@@ -121,10 +121,13 @@ def test_resume_after_a_crash_evaluates_nothing_twice(tmp_path):
                           torch.tensor([r["x"] for r in straight.records]), atol=1e-6)
 
 
-def test_same_seed_same_candidates():
-    a = search_ratios(Toy(), toy_size(), cfg(budget=9), progress=False)
+def test_same_seed_same_candidates(tmp_path):
+    a = search_ratios(Toy(), toy_size(), cfg(budget=9), journal=tmp_path / "a.jsonl", progress=False)
     b = search_ratios(Toy(), toy_size(), cfg(budget=9), progress=False)
     assert [r["x"] for r in a.records] == [r["x"] for r in b.records]
+    # one at a time, each BO proposal conditions on every candidate before it
+    pending = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()][1::2]
+    assert [r["observed"] for r in pending if r["source"] == "bo"] == [r["index"] for r in pending if r["source"] == "bo"]
 
 
 def test_mismatched_journal_is_refused(tmp_path):
@@ -134,10 +137,14 @@ def test_mismatched_journal_is_refused(tmp_path):
         search_ratios(Toy(), toy_size(), cfg(budget=3, n_init=2, target=0.3), journal=path, progress=False)
 
 
-def test_q_batch_through_a_caller_executor():
+def test_q_batch_through_a_caller_executor(tmp_path):
     with ThreadPoolExecutor(2) as ex:
-        res = search_ratios(Toy(), toy_size(), cfg(budget=8, n_init=4, q=2), executor=ex, progress=False)
+        res = search_ratios(Toy(), toy_size(), cfg(budget=8, n_init=4, q=2), executor=ex, progress=False,
+                            journal=tmp_path / "j.jsonl")
     assert len(res.records) == 8 and {r["source"] for r in res.records} == {"sobol", "bo"}
+    # 2 slots, batches of 2: synchronous batches, each conditioned on every candidate before it (lag 0)
+    bo = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines() if '"pending"' in x and '"bo"' in x]
+    assert [(r["index"], r["observed"]) for r in bo] == [(4, 4), (5, 4), (6, 6), (7, 6)]
 
 
 def test_pareto_mode_front_is_non_dominated_and_hypervolume_grows():
