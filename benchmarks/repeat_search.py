@@ -4,11 +4,15 @@ and whether the evaluations finished in the same order.
 
     python benchmarks/repeat_search.py search/bnn-constrained-bo-t0.2612-s0
 """
-import json, sys, tempfile
+import json
+import sys
+import tempfile
 from pathlib import Path
+
 from qrepro.config import load_study
-from qrepro.study import study_graph, make_search, _close_dask
 from qrepro.search import load_journal
+from qrepro.study import _close_dask, make_search, study_graph
+
 
 def main():
     sid = sys.argv[1]
