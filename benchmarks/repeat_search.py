@@ -15,9 +15,12 @@ from qrepro.study import _close_dask, make_search, study_graph
 
 
 def main():
-    sid = sys.argv[1]
     graph = study_graph(load_study("full"), Path("results"))
     graph.progress = False
+    searches = graph.ids("search")
+    if len(sys.argv) != 2 or sys.argv[1] not in searches:
+        sys.exit(f"usage: python benchmarks/repeat_search.py SEARCH_ID, one of: {', '.join(searches)}")
+    sid = sys.argv[1]
     art = graph.artifacts[sid]
     committed = graph.resolve(sid)
     out = Path(tempfile.mkdtemp()) / committed.name
