@@ -4,13 +4,12 @@ and whether the evaluations finished in the same order.
 
     python benchmarks/repeat_search.py search/bnn-constrained-bo-t0.2612-s0
 """
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from qrepro.config import load_study
-from qrepro.search import load_journal
+from qrepro.search import read_journal
 from qrepro.study import _close_dask, make_search, study_graph
 
 
@@ -28,14 +27,17 @@ def main():
         make_search(graph, art, out)
     finally:
         _close_dask(graph)
-    _, a = load_journal(committed)
-    _, b = load_journal(out)
-    same_x = [ra["x"] == rb["x"] for ra, rb in zip(a, b)]
-    same_v = [ra["value"] == rb["value"] for ra, rb in zip(a, b)]
-    order = lambda p: [json.loads(l)["index"] for l in open(p) if '"type": "eval"' in l]
-    print(f"{sid}: {len(a)} and {len(b)} evaluations; same candidates {sum(same_x)}/{len(a)}, same values {sum(same_v)}/{len(a)}; "
-          f"finish order equal: {order(committed) == order(out)}; best {max(r['value'] for r in a if r['feasible']):.2f} / {max(r['value'] for r in b if r['feasible']):.2f}")
-
+    finish = {}  # eval records in the order they finished (file order), one read per journal
+    for name, path in (("committed", committed), ("again", out)):
+        _, records = read_journal(path, set_aside=False)
+        finish[name] = [r for r in records if r["type"] == "eval"]
+    a, b = (sorted(finish[k], key=lambda r: r["index"]) for k in ("committed", "again"))
+    same_x = sum(ra["x"] == rb["x"] for ra, rb in zip(a, b))
+    same_v = sum(ra["value"] == rb["value"] for ra, rb in zip(a, b))
+    same_order = [r["index"] for r in finish["committed"]] == [r["index"] for r in finish["again"]]
+    best = [max(r["value"] for r in e if r["feasible"]) for e in (a, b)]
+    print(f"{sid}: {len(a)} and {len(b)} evaluations; same candidates {same_x}/{len(a)}, same values "
+          f"{same_v}/{len(a)}; finish order equal: {same_order}; best {best[0]:.2f} / {best[1]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 from .config import add_options, available_presets, from_mapping, options_given, read_config_file
 from .distributed import launch_rank
 from .errors import BadInput, check_input_file, check_output_file
+from .paths import README_PATH
 from .search import SearchConfig
 from .train import TrainConfig
 
@@ -192,7 +193,6 @@ def _cmd_teach(args) -> int:
 
 def _cmd_readme(args) -> int:
     """Splice the study's tables into the README's marked blocks (``--check``: only compare)."""
-    from .paths import README_PATH
     from .readme import sync_readme
 
     changed = sync_readme(args.results, args.readme, check=args.check)

@@ -45,6 +45,7 @@ DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data
 # code each kind of artifact depends on (modules of qrepro, or module:function)
 CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device", "distributed")
 CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
+CODE_SEARCH = ("search", "acquisition", "journal")  # what reads, writes or proposes a search's journal
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
 
@@ -153,7 +154,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         conf = {"job": job, "budget": budget, "n_init": s.n_init, "q": s.q, "r_max": s.r_max,
                 "criterion": crit, "criterion_variant": CRITERION_VARIANTS[crit], "evaluation": evaluation}
         arts.append(Artifact(search_id(job), "journals", search_id(job).replace("/", "-"), ".jsonl", make_search,
-                             conf, (f"base/{job['model']}",), CODE_PRUNE + ("search", "acquisition", "journal", "cluster", "study:make_search"), True,
+                             conf, (f"base/{job['model']}",), CODE_PRUNE + CODE_SEARCH + ("cluster", "study:make_search"), True,
                              stage="search", resumable=True))
     for job in final_jobs(cfg):
         crit = job_criterion(job, cfg)
@@ -161,7 +162,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "criterion_variant": CRITERION_VARIANTS[crit]}
         arts.append(Artifact(final_id(job), "checkpoints", final_id(job).replace("/", "-"), ".qrpk", make_final, conf,
                              (f"base/{job['model']}", *final_searches(job, cfg)),
-                             CODE_PRUNE + ("search", "acquisition", "journal", "export", "study:make_final", "study:finetune_pruned", "study:chosen_ratios"),
+                             CODE_PRUNE + CODE_SEARCH + ("export", "study:make_final", "study:finetune_pruned", "study:chosen_ratios"),
                              True,
                              stage="final"))
     f = cfg.final
@@ -171,7 +172,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "criterion_variant": CRITERION_VARIANTS[s.criterion], "evaluation": evaluation}
         arts.append(Artifact("recovery", "tables", "recovery", ".json", make_recovery, conf,
                              (f"base/{f.recovery_model}",),
-                             CODE_PRUNE + ("search", "acquisition", "journal", "cluster", "study:make_recovery", "study:finetune_pruned"), True,
+                             CODE_PRUNE + CODE_SEARCH + ("cluster", "study:make_recovery", "study:finetune_pruned"), True,
                              stage="final"))
     finals = tuple(final_id(j) for j in final_jobs(cfg))
     arts.append(Artifact("test_metrics", "tables", "test_metrics", ".json", make_test_metrics, {},
@@ -179,7 +180,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                          CODE_TRAIN + ("export", "size", "prune", "study:make_test_metrics"), True, stage="evaluate"))
     arts.append(Artifact("gp_slice", "tables", "gp_slice", ".json", make_gp_slice,
                          {"pair": [0, -1], "grid": 40, "r_max": s.r_max}, (search_id(gp_slice_job(cfg)),),
-                         ("search", "acquisition", "journal", "study:make_gp_slice"), stage="evaluate"))
+                         CODE_SEARCH + ("study:make_gp_slice",), stage="evaluate"))
     searches = tuple(search_id(j) for j in search_jobs(cfg))
     table_inputs = {
         "baselines": tuple(f"base/{k}" for k in BASE_KINDS) + ("test_metrics",),
@@ -198,7 +199,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         if not optional.get(name, True):
             continue
         arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
-                             table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria", "search", "acquisition", "journal", "export",
+                             table_inputs[name], CODE_TRAIN + ("size", "prune", "criteria") + CODE_SEARCH + ("export",
                                                                "report", "study:make_table"),
                              keyed=False, stage="tables"))
     graph = Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root),
