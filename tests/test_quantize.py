@@ -1,4 +1,5 @@
 """Quantizers against their formulas, computed independently with NumPy on hand-checked tensors."""
+import copy
 import numpy as np
 import pytest
 import torch
@@ -175,3 +176,30 @@ def test_quantized_layers_compile_without_graph_breaks(scheme):
         explained = dynamo.explain(m)(x)
         assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
     dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["bnn", pytest.param("dorefa", marks=pytest.mark.xfail(
+    strict=True, reason="open (README, compiled training path): compiled DoReFa logits equal eager's to 1e-14 "
+    "in float64, but the gradients of layer3.0.conv1 and every layer before it differ (conv1.weight by 0.30 of "
+    "20); layer3.0 compiled alone agrees to 1e-12"))])
+def test_compiled_training_step_computes_what_eager_does_in_float64(scheme):
+    """The compiled training path (``TrainConfig.compile``) is the same function as eager: in float64,
+    where reordered arithmetic cannot move a value across a sign's or a round's threshold, logits and
+    every gradient agree to 1e-9. (In float32 a reordered sum lands on the other side of a threshold
+    now and then: 1 DoReFa level of 800,000 in one of ResNet-20's blocks compiled alone. Training-mode
+    BatchNorm's batch statistics carry each such step to every image, and the next layers' thresholds
+    multiply them: compiled whole, the float32 logits of a batch of 128 differ by up to 0.16.)"""
+    torch.manual_seed(0)
+    eager = quantize_model(resnet20(in_channels=1), scheme).double().train()
+    compiled = copy.deepcopy(eager)
+    x, y = torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (8,))
+    grads = []
+    for m, fn in ((eager, eager), (compiled, torch.compile(compiled))):
+        logits = fn(x)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        grads.append((logits.detach(), {n: p.grad for n, p in m.named_parameters()}))
+    (le, ge), (lc, gc) = grads
+    assert torch.allclose(le, lc, rtol=0, atol=1e-9), float((le - lc).abs().max())
+    for n in ge:
+        assert torch.allclose(ge[n], gc[n], rtol=0, atol=1e-9), (n, float((ge[n] - gc[n]).abs().max()))
