@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import functools
+import glob
 import hashlib
 import importlib
 import inspect
@@ -326,12 +327,18 @@ class Graph:
                 if e.get("id") in self.artifacts and rel not in current]
 
     def remove_orphans(self) -> list[str]:
-        """Delete :meth:`orphans` (files and manifest records); returns what was removed."""
+        """Delete :meth:`orphans` (files and manifest records) and their sidecars (files named like
+        them with another suffix: an ablation's ``.partial.jsonl`` and ``.meta.json``); returns what was
+        removed."""
         gone = self.orphans()
         with self._locked():
             m = self.manifest()
             for rel in gone:
-                (self.root / rel).unlink(missing_ok=True)
+                path = self.root / rel
+                for side in path.parent.glob(glob.escape(path.stem) + ".*"):
+                    if self._rel(side) not in m["artifacts"]:  # never another recorded artifact's file
+                        side.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
                 m["artifacts"].pop(rel, None)
             self._write_manifest(m)
         self._status.clear()

@@ -159,5 +159,8 @@ def test_older_versions_are_orphans_and_can_be_removed(tmp_path):
     build_all(g)
     assert sorted(g.orphans()) == sorted(str(toy(tmp_path).path(i).relative_to(tmp_path)) for i in ("a", "b"))
     assert old_a.exists()
+    sidecar = old_a.with_suffix(".partial.jsonl")  # what a resumable artifact leaves beside its file
+    sidecar.write_text("{}\n")
     g.remove_orphans()
-    assert not old_a.exists() and g.orphans() == [] and all(s.state == "fresh" for s in g.report())
+    assert not old_a.exists() and not sidecar.exists()
+    assert g.orphans() == [] and all(s.state == "fresh" for s in g.report())
