@@ -200,6 +200,16 @@ def options_given(args: argparse.Namespace, cls) -> dict:
 
 # --------------------------------------------------------------------------- study presets
 BASE_KINDS = ("fp", "bnn", "dorefa")
+COMPILE_WRONG = ("dorefa",)  # schemes whose compiled training step computes wrong gradients (README, "Speed")
+
+
+def check_compile(tc, where: str):
+    """Refuse ``compile = true`` for a scheme whose compiled gradients are wrong: inductor's code for
+    DoReFa's whole network differs from eager's gradients by 0.30 of 20 in float64 (strict xfail
+    ``test_compiled_training_step_computes_what_eager_does_in_float64`` in tests/test_quantize.py)."""
+    if tc.compile and tc.scheme in COMPILE_WRONG:
+        raise ConfigError(f"{where}: compile = true gives wrong gradients for scheme {tc.scheme!r} (torch.compile's "
+                         "inductor code, README \"Speed\"); set compile = false")
 QUANT_KINDS = ("bnn", "dorefa")
 # the ablation's criteria are registered criteria plus named option sets
 CRITERION_VARIANTS = {
@@ -368,7 +378,7 @@ class StudyConfig:
             clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
             if clash:
                 raise ValueError(f"base.{kind}: {', '.join(clash)} are set by the study, not per model")
-            from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")  # validates the entry
+            check_compile(from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}"), f"base.{kind}")
         if self.search.compare_criteria:  # compared against the study's criterion's own searches and finals there
             t = self.search.compare_target
             missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),
