@@ -180,7 +180,7 @@ def test_quantized_layers_compile_without_graph_breaks(scheme):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["bnn", pytest.param("dorefa", marks=pytest.mark.xfail(
-    strict=True, reason="open (README, compiled training path): compiled DoReFa logits equal eager's to 1e-14 "
+    strict=True, reason="open (README, Speed; compile = true is refused for DoReFa): compiled DoReFa logits equal eager's to 1e-14 "
     "in float64, but the gradients of layer3.0.conv1 and every layer before it differ (conv1.weight by 0.30 of "
     "20), and the input's gradient by 0.40; compiled as smaller graphs (the stem, the stem and layer1.0, layer1 to "
     "the head, layer3 alone) they agree to 1e-11. Inductor's code only: backends aot_eager and "
