@@ -79,8 +79,8 @@ def _cmd_train(args) -> int:
 
     cfg = read_config_file(args.config) if args.config else {}
     cfg.update(options_given(args, TrainConfig))
-    tc = from_mapping(TrainConfig, cfg, args.config or "train options")
-    check_compile(tc, args.config or "train options")
+    where = args.config or "train options"
+    tc = check_compile(from_mapping(TrainConfig, cfg, where), where)
     out = check_output_file(args.out, "--out")
     _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
                              device=args.device)

@@ -135,6 +135,19 @@ def from_mapping(cls, data, where: str = "config"):
         raise ConfigError(f"{where}: {err}") from None
 
 
+COMPILE_WRONG = ("dorefa",)  # schemes whose compiled training step computes wrong gradients (README, "Speed")
+
+
+def check_compile(tc, where: str):  # tc: a train.TrainConfig
+    """Refuse ``compile = true`` for a scheme whose compiled gradients are wrong: inductor's code for
+    DoReFa's whole network differs from eager's gradients by 0.30 of 20 in float64 (strict xfail
+    ``test_compiled_training_step_computes_what_eager_does_in_float64`` in tests/test_quantize.py)."""
+    if tc.compile and tc.scheme in COMPILE_WRONG:
+        raise ConfigError(f"{where}: compile = true gives wrong gradients for scheme {tc.scheme!r} (torch.compile's "
+                         "inductor code, README \"Speed\"); set compile = false")
+    return tc
+
+
 def read_config_file(path: str | Path) -> dict:
     """A TOML or JSON file as a dict; one clear error for a missing, unreadable or malformed file."""
     p = Path(path)
@@ -200,16 +213,6 @@ def options_given(args: argparse.Namespace, cls) -> dict:
 
 # --------------------------------------------------------------------------- study presets
 BASE_KINDS = ("fp", "bnn", "dorefa")
-COMPILE_WRONG = ("dorefa",)  # schemes whose compiled training step computes wrong gradients (README, "Speed")
-
-
-def check_compile(tc, where: str):
-    """Refuse ``compile = true`` for a scheme whose compiled gradients are wrong: inductor's code for
-    DoReFa's whole network differs from eager's gradients by 0.30 of 20 in float64 (strict xfail
-    ``test_compiled_training_step_computes_what_eager_does_in_float64`` in tests/test_quantize.py)."""
-    if tc.compile and tc.scheme in COMPILE_WRONG:
-        raise ConfigError(f"{where}: compile = true gives wrong gradients for scheme {tc.scheme!r} (torch.compile's "
-                         "inductor code, README \"Speed\"); set compile = false")
 QUANT_KINDS = ("bnn", "dorefa")
 # the ablation's criteria are registered criteria plus named option sets
 CRITERION_VARIANTS = {
