@@ -28,7 +28,9 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
+from .models import BasicBlock
 from .prune import MODES, prune_groups
 from .quantize import FULL_PRECISION_BITS, _set_module, _sign, is_quantized
 
@@ -46,11 +48,12 @@ class _FusedLayer(nn.Module):
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
-    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+    def quantize_input(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """``scratch``: ``x`` has no other user and may be overwritten (no allocation)."""
         if self.act == "sign":  # +1 / -1, sign(0) = +1
-            return _sign(x)
+            return x.ge_(0).mul_(2).sub_(1) if scratch else _sign(x)
         if self.act == "dorefa":  # the integer levels round(clip(x, 0, 1) (2^k - 1)), exactly
-            return x.mul(self.levels).clamp_(0, self.levels).round_()
+            return (x.mul_(self.levels) if scratch else x.mul(self.levels)).clamp_(0, self.levels).round_()
         return x
 
 
@@ -64,11 +67,11 @@ class FusedConv2d(_FusedLayer):
         super().__init__(weight, bias, act, a_bits)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
-    def forward(self, x):
+    def forward(self, x, scratch: bool = False):
         if self.weight.is_contiguous(memory_format=torch.channels_last) and \
                 not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # the first layer; later ones get it so
-        return F.conv2d(self.quantize_input(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+        return F.conv2d(self.quantize_input(x, scratch), self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
     def extra_repr(self) -> str:
@@ -80,6 +83,42 @@ class FusedLinear(_FusedLayer):
 
     def forward(self, x):
         return F.linear(self.quantize_input(x), self.weight, self.bias)
+
+
+class FusedBasicBlock(nn.Module):
+    """A residual block of fused layers, ``relu(conv2(relu(conv1(x))) + shortcut(x))``, computed in
+    place where a tensor has no other user: each convolution's output is fresh, so its ReLU, the
+    next layer's input quantizer and the residual sum overwrite it (one allocation and one pass fewer each on the residual stream, the part
+    whose width pruning a block's ``conv1`` does not shrink).  The ReLU before a DoReFa-quantized
+    ``conv2`` is skipped: that quantizer clamps at 0 itself, so the result is bitwise the same."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.conv1, self.conv2, self.downsample = block.conv1, block.conv2, block.downsample
+        self.relu = isinstance(block.relu, nn.ReLU)  # False: BNN, whose ReLUs are identities
+        self.relu1 = self.relu and self.conv2.act != "dorefa"
+
+    def forward(self, x):
+        out = self.conv1(x)
+        if self.relu1:
+            out = out.relu_()
+        out = self.conv2(out, scratch=True).add_(x if self.downsample is None else self.downsample(x))
+        return out.relu_() if self.relu else out
+
+
+BLOCKS = (BasicBlock, torchvision.models.resnet.BasicBlock)  # one forward: conv1 bn1 relu conv2 bn2 (+ shortcut) relu
+
+
+def _fusable_block(block: nn.Module) -> bool:
+    """A basic block whose BatchNorms are folded into fused convolutions and whose shortcut is empty or one."""
+    if not isinstance(block, BLOCKS):
+        return False
+    shortcut = block.downsample
+    return (isinstance(block.conv1, FusedConv2d) and isinstance(block.conv2, FusedConv2d)
+            and isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)
+            and isinstance(block.relu, (nn.ReLU, nn.Identity))
+            and (shortcut is None or (isinstance(shortcut, nn.Sequential) and len(shortcut) == 2
+                                      and isinstance(shortcut[0], FusedConv2d) and isinstance(shortcut[1], nn.Identity))))
 
 
 def _input_quantizer(module: nn.Module) -> tuple[str | None, int | None]:
@@ -127,6 +166,9 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Modul
             _set_module(fused, name, FusedConv2d(module, _weight(module), module.bias, *_input_quantizer(module)))
         elif isinstance(module, nn.Linear):
             _set_module(fused, name, FusedLinear(_weight(module), module.bias, *_input_quantizer(module)))
+    for name, module in list(fused.named_modules()):
+        if _fusable_block(module):
+            _set_module(fused, name, FusedBasicBlock(module))
     fused.requires_grad_(False)
     if channels_last:
         fused.to(memory_format=torch.channels_last)
