@@ -45,7 +45,7 @@ DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data
 # code each kind of artifact depends on (modules of qrepro, or module:function)
 CODE_TRAIN = ("models", "quantize", "train", "data", "checkpoint", "device", "distributed")
 CODE_PRUNE = CODE_TRAIN + ("criteria", "prune", "objective", "size", "study:make_objective")
-CODE_SEARCH = ("search", "acquisition", "journal")  # what reads, writes or proposes a search's journal
+CODE_SEARCH = ("search", "acquisition", "likelihood", "journal")  # what reads, writes or proposes a search's journal
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
 
