@@ -10,7 +10,8 @@
 * criteria: filter-selection time per layer of ResNet-18 for every criterion;
 * inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
   with the ratio of multiply-accumulate counts beside it, as modules and fused
-  (``qrepro.inference``), and the fused form's speed-up;
+  (``qrepro.inference``), and the fused form's speed-up; then each stage's 3x3 convolutions alone,
+  unpruned and with the inner width halved (what bounds the pruned model's time);
 * search: BoTorch time per proposal (GP fit + acquisition) at 9 and 12 dimensions with 60
   observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST: closed-form LogEI
   (``qrepro.acquisition``, the default) against Monte Carlo qLogNEI (before), with a pending point
@@ -229,6 +230,38 @@ def bench_inference(repeats: int):
               f"{t['model'] / a:.2f} |")
         rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
         rows[f"fused_compiled_speedup_{scheme}"] = t["model"] / a
+    rows.update(_bench_block_convolutions(x.shape[0], repeats))
+    return rows
+
+
+def _bench_block_convolutions(batch: int, repeats: int) -> dict:
+    """The 3x3 convolutions of ResNet-20's blocks (channels-last, float32), unpruned and with the inner
+    width halved, side by side: where the pruned model's time goes against the MAC ratio of 0.5."""
+    print(f"\n### The blocks' convolutions, unpruned (c -> c) and pruned by half (c -> c/2, c/2 -> c), batch {batch}")
+    print("| stage | size | c -> c ms | c -> c/2 ms | c/2 -> c ms | time ratio of the pair | MAC ratio |\n"
+          "|---|---|---|---|---|---|---|")
+    rows = {}
+    cl = torch.channels_last
+    for stage, (c, hw) in enumerate(((16, 28), (32, 14), (64, 7)), start=1):
+        x = torch.randn(batch, c, hw, hw).to(memory_format=cl)
+        half = torch.randn(batch, c // 2, hw, hw).to(memory_format=cl)
+        w = {k: torch.randn(o, i, 3, 3).to(memory_format=cl) for k, (o, i) in
+             (("full", (c, c)), ("down", (c // 2, c)), ("up", (c, c // 2)))}
+        convs = {"full": lambda: F.conv2d(x, w["full"], padding=1), "down": lambda: F.conv2d(x, w["down"], padding=1),
+                 "up": lambda: F.conv2d(half, w["up"], padding=1)}
+        t = {k: [] for k in convs}
+        with torch.no_grad():
+            for conv in convs.values():  # oneDNN makes its primitive at the first call
+                conv()
+            for _ in range(repeats):
+                for k, conv in convs.items():
+                    t[k].append(timed(conv, 1))
+        ms = {k: 1000 * statistics.median(v) for k, v in t.items()}
+        ratio = (ms["down"] + ms["up"]) / (2 * ms["full"])
+        print(f"| {stage} | {c} x {hw} x {hw} | {ms['full']:.2f} | {ms['down']:.2f} | {ms['up']:.2f} | {ratio:.2f} "
+              "| 0.50 |")
+        rows.update({f"block_conv_stage{stage}_ms_full": ms["full"], f"block_conv_stage{stage}_ms_down": ms["down"],
+                     f"block_conv_stage{stage}_ms_up": ms["up"], f"block_conv_stage{stage}_pair_time_ratio": ratio})
     return rows
 
 

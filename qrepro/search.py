@@ -121,11 +121,11 @@ class SearchConfig:
     n_init: int = 10
     q: int = 1
     seed: int = 0
-    num_restarts: int = 4  # 8 before: twice the acquisition time, the same regret (README, "Speed")
+    num_restarts: int = 4  # 8 before: twice the acquisition time, the same regret (benchmarks/HISTORY.md)
     # refit the GP's hyperparameters every this many BO steps; in between the previous step's (journaled)
     # hyperparameters are kept and the GP only conditions on the new data. 1 with LogEI: median regret 1.7
     # (worst 6.7) at 12 dimensions against 5.2 (worst 17.7) refitting every 5th step, and 3.7 (7.8) for
-    # qLogNEI refitting every 5th, the default before (benchmark.py --sections regret, README "Speed")
+    # qLogNEI refitting every 5th, the default before (benchmark.py --sections regret, benchmarks/HISTORY.md)
     refit_every: int = 1
     raw_samples: int = 256
     # method "bo", constrained mode: "logei" (q=1; the default where q=1) or "qlognei" (the default where q>1);
