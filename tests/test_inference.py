@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qrepro.inference import FusedConv2d, conv_bn_pairs, fuse_for_inference
+from qrepro.inference import FusedBasicBlock, FusedConv2d, conv_bn_pairs, fuse_for_inference
 from qrepro.models import build_model
 from qrepro.prune import prune
 from qrepro.quantize import quantize_model
@@ -31,8 +31,11 @@ def test_fused_resnet20_computes_what_the_model_computes(scheme, ratio):
         model = prune(model, ratio, "l1" if scheme is None else "redundancy").eval()
     fused = fuse_for_inference(model)
     x = torch.randn(16, 1, 28, 28, dtype=torch.double)
+    x_before = x.clone()
     with torch.no_grad():
         assert torch.allclose(fused(x), model(x), rtol=0, atol=1e-9)
+    assert torch.equal(x, x_before)  # the in-place blocks never write into their caller's tensor
+    assert sum(isinstance(m, FusedBasicBlock) for m in fused.modules()) == 9
     # every BatchNorm folded, every convolution fused, nothing left to train
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert sum(isinstance(m, FusedConv2d) for m in fused.modules()) == len(conv_bn_pairs(model)) == 21
@@ -43,8 +46,10 @@ def test_fused_resnet18_with_projection_shortcuts():
     model = model_with_statistics("resnet18", "bnn", in_channels=3)
     model = prune(model, 0.5).eval()
     x = torch.randn(2, 3, 64, 64, dtype=torch.double)
+    fused = fuse_for_inference(model)
     with torch.no_grad():
-        assert torch.allclose(fuse_for_inference(model)(x), model(x), rtol=0, atol=1e-9)
+        assert torch.allclose(fused(x), model(x), rtol=0, atol=1e-9)
+    assert sum(isinstance(m, FusedBasicBlock) for m in fused.modules()) == 8
 
 
 def test_fusing_leaves_the_model_alone():
