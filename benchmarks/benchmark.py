@@ -431,10 +431,19 @@ class KnownOptimum:
 
 def bench_regret(repeats: int):
     """Median regret of BO (Monte Carlo qLogNEI, the acquisition before; closed-form LogEI, the default; the GP
-    refitted every 5th step, the default, or every step), random search and the uniform ratio on
+    refitted every 5th step or every step, the default; its loss in closed form, the default, or through
+    GPyTorch's modules, before), random search and the uniform ratio on
     :class:`KnownOptimum` (12 layers, target 0.4, budget 40), with the search's wall time: the check
     that a faster BO loop still searches as well."""
+    from botorch.optim.closures import get_loss_closure_with_grads
+    from botorch.optim.utils import get_parameters_and_bounds
+
+    from qrepro import likelihood
     from qrepro.search import SearchConfig, search_ratios
+
+    def gpytorch_loss(mll):  # BoTorch's default closure: the GP's loss through GPyTorch's modules (before)
+        return get_loss_closure_with_grads(mll, {k: p for k, p in get_parameters_and_bounds(mll)[0].items()
+                                                 if p.requires_grad})
 
     rows, seeds = {}, range(max(3, repeats // 2))
     print(f"\n## Regret on a known optimum under the linear size constraint (12 layers, target 0.4, budget 40, "
@@ -445,7 +454,11 @@ def bench_regret(repeats: int):
     for label, method, extra in (("bo_qlognei_refit5", "bo", {"acquisition": "qlognei", "refit_every": 5}),
                                  ("bo_logei_refit5", "bo", {"acquisition": "logei", "refit_every": 5}),
                                  ("bo_logei_refit1", "bo", {"acquisition": "logei", "refit_every": 1}),
+                                 ("bo_logei_refit1_gpytorch_loss", "bo", {"acquisition": "logei", "refit_every": 1}),
                                  ("random", "random", {}), ("uniform", "uniform", {})):
+        closed_form = likelihood.mll_closure
+        if label.endswith("gpytorch_loss"):
+            likelihood.mll_closure = gpytorch_loss
         regrets, walls = [], []
         for seed in seeds:
             cfg = SearchConfig(layers=problem.layers, method=method, target=0.4, r_max=0.9, budget=40, n_init=10,
@@ -455,6 +468,7 @@ def bench_regret(repeats: int):
             walls.append(time.perf_counter() - t0)
             if method == "uniform":
                 break
+        likelihood.mll_closure = closed_form
         rows[f"regret_{label}_median"] = statistics.median(regrets)
         rows[f"search_{label}_seconds_median"] = statistics.median(walls)
         print(f"| {label} | {statistics.median(regrets):.4f} | {max(regrets):.4f} | {statistics.median(walls):.1f} |")
