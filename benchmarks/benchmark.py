@@ -460,15 +460,17 @@ def bench_regret(repeats: int):
         if label.endswith("gpytorch_loss"):
             likelihood.mll_closure = gpytorch_loss
         regrets, walls = [], []
-        for seed in seeds:
-            cfg = SearchConfig(layers=problem.layers, method=method, target=0.4, r_max=0.9, budget=40, n_init=10,
-                               seed=seed, **extra)
-            t0 = time.perf_counter()
-            regrets.append(best - search_ratios(problem, problem.size(), cfg, progress=False).best["value"])
-            walls.append(time.perf_counter() - t0)
-            if method == "uniform":
-                break
-        likelihood.mll_closure = closed_form
+        try:
+            for seed in seeds:
+                cfg = SearchConfig(layers=problem.layers, method=method, target=0.4, r_max=0.9, budget=40,
+                                   n_init=10, seed=seed, **extra)
+                t0 = time.perf_counter()
+                regrets.append(best - search_ratios(problem, problem.size(), cfg, progress=False).best["value"])
+                walls.append(time.perf_counter() - t0)
+                if method == "uniform":
+                    break
+        finally:
+            likelihood.mll_closure = closed_form
         rows[f"regret_{label}_median"] = statistics.median(regrets)
         rows[f"search_{label}_seconds_median"] = statistics.median(walls)
         print(f"| {label} | {statistics.median(regrets):.4f} | {max(regrets):.4f} | {statistics.median(walls):.1f} |")

@@ -4,11 +4,12 @@
 (BoTorch's defaults: an RBF kernel with one lengthscale per dimension, a constant mean,
 homoskedastic noise, LogNormal priors on the lengthscales and the noise) with
 ``fit_gpytorch_mll``'s L-BFGS-B.  Its default loss closure runs the GP's modules and
-``linear_operator``'s lazy tensors at every step, 2.6 ms for 60 observations in 12 dimensions
-on 2 cores, nearly all of it Python overhead around a 60 x 60 Cholesky factorization.  This
-module computes the same loss, ``-(log N(y; c, K + s I) + log priors) / n`` with
+``linear_operator``'s lazy tensors at every step, 1.9 ms a call for 60 observations in 12
+dimensions on 2 cores, nearly all of it overhead around a 60 x 60 Cholesky factorization and
+its backward.  This module computes the same loss, ``-(log N(y; c, K + s I) + log priors) / n`` with
 ``K_ij = exp(-|(x_i - x_j) / l|^2 / 2)``, from the same parameter tensors, as a dozen tensor
-operations.  Its value and gradients equal the default closure's to float rounding
+operations and the data term's gradients in closed form (0.77 ms a call).  Its value and
+gradients equal the default closure's to float rounding
 (``tests/test_likelihood.py``), and ``fit_gpytorch_mll`` runs the same optimizer, bounds, options
 and fallbacks with it (``optimizer_kwargs={"closure": ...}``).
 """
