@@ -12,7 +12,9 @@ computes once:
 * **scales folded**: the per-filter ``alpha`` sits inside those weights;
 * the input quantizer stays (it depends on the input), without the straight-through bookkeeping
   (DoReFa's ``1 / (2^k - 1)`` moves into the weights);
-* activations in channels-last (NHWC) layout, what oneDNN's and cuDNN's convolutions prefer.
+* activations in channels-last (NHWC) layout, what oneDNN's and cuDNN's convolutions prefer;
+* ResNet basic blocks run as one module (:class:`FusedBasicBlock`) that works in place on the
+  tensors it made itself.
 
 The result computes what the model computes in eval mode, up to float rounding (to 1e-9 in
 float64, ``tests/test_inference.py``); in float32 a value within rounding of a sign's or a
@@ -71,8 +73,8 @@ class FusedConv2d(_FusedLayer):
         if self.weight.is_contiguous(memory_format=torch.channels_last) and \
                 not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # the first layer; later ones get it so
-        return F.conv2d(self.quantize_input(x, scratch), self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        return F.conv2d(self.quantize_input(x, scratch), self.weight, self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act or 'float'}"
@@ -88,9 +90,10 @@ class FusedLinear(_FusedLayer):
 class FusedBasicBlock(nn.Module):
     """A residual block of fused layers, ``relu(conv2(relu(conv1(x))) + shortcut(x))``, computed in
     place where a tensor has no other user: each convolution's output is fresh, so its ReLU, the
-    next layer's input quantizer and the residual sum overwrite it (one allocation and one pass fewer each on the residual stream, the part
-    whose width pruning a block's ``conv1`` does not shrink).  The ReLU before a DoReFa-quantized
-    ``conv2`` is skipped: that quantizer clamps at 0 itself, so the result is bitwise the same."""
+    next layer's input quantizer and the residual sum overwrite it (an allocation fewer each, and
+    the page faults of its first touch).  The ReLU before a DoReFa-quantized ``conv2`` is skipped:
+    that quantizer clamps at 0 itself, so the result is bitwise the same.  The block's input is
+    only read."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
@@ -106,7 +109,8 @@ class FusedBasicBlock(nn.Module):
         return out.relu_() if self.relu else out
 
 
-BLOCKS = (BasicBlock, torchvision.models.resnet.BasicBlock)  # one forward: conv1 bn1 relu conv2 bn2 (+ shortcut) relu
+# the basic blocks whose forward is relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
+BLOCKS = (BasicBlock, torchvision.models.resnet.BasicBlock)
 
 
 def _fusable_block(block: nn.Module) -> bool:
@@ -114,11 +118,11 @@ def _fusable_block(block: nn.Module) -> bool:
     if not isinstance(block, BLOCKS):
         return False
     shortcut = block.downsample
+    fused_shortcut = shortcut is None or (isinstance(shortcut, nn.Sequential) and len(shortcut) == 2 and
+                                          isinstance(shortcut[0], FusedConv2d) and isinstance(shortcut[1], nn.Identity))
     return (isinstance(block.conv1, FusedConv2d) and isinstance(block.conv2, FusedConv2d)
             and isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)
-            and isinstance(block.relu, (nn.ReLU, nn.Identity))
-            and (shortcut is None or (isinstance(shortcut, nn.Sequential) and len(shortcut) == 2
-                                      and isinstance(shortcut[0], FusedConv2d) and isinstance(shortcut[1], nn.Identity))))
+            and isinstance(block.relu, (nn.ReLU, nn.Identity)) and fused_shortcut)
 
 
 def _input_quantizer(module: nn.Module) -> tuple[str | None, int | None]:
