@@ -247,16 +247,10 @@ def _bench_block_convolutions(batch: int, repeats: int) -> dict:
         half = torch.randn(batch, c // 2, hw, hw).to(memory_format=cl)
         w = {k: torch.randn(o, i, 3, 3).to(memory_format=cl) for k, (o, i) in
              (("full", (c, c)), ("down", (c // 2, c)), ("up", (c, c // 2)))}
-        convs = {"full": lambda: F.conv2d(x, w["full"], padding=1), "down": lambda: F.conv2d(x, w["down"], padding=1),
-                 "up": lambda: F.conv2d(half, w["up"], padding=1)}
-        t = {k: [] for k in convs}
-        with torch.no_grad():
-            for conv in convs.values():  # oneDNN makes its primitive at the first call
-                conv()
-            for _ in range(repeats):
-                for k, conv in convs.items():
-                    t[k].append(timed(conv, 1))
-        ms = {k: 1000 * statistics.median(v) for k, v in t.items()}
+        convs = {"full": lambda x: F.conv2d(x, w["full"], padding=1),
+                 "down": lambda x: F.conv2d(x, w["down"], padding=1),
+                 "up": lambda _: F.conv2d(half, w["up"], padding=1)}  # the half-width input of a pruned conv2
+        ms = {k: 1000 * t for k, t in _interleaved_medians(convs, x, repeats).items()}
         ratio = (ms["down"] + ms["up"]) / (2 * ms["full"])
         print(f"| {stage} | {c} x {hw} x {hw} | {ms['full']:.2f} | {ms['down']:.2f} | {ms['up']:.2f} | {ratio:.2f} "
               "| 0.50 |")

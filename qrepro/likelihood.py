@@ -9,9 +9,9 @@ dimensions on 2 cores, nearly all of it overhead around a 60 x 60 Cholesky facto
 its backward.  This module computes the same loss, ``-(log N(y; c, K + s I) + log priors) / n`` with
 ``K_ij = exp(-|(x_i - x_j) / l|^2 / 2)``, from the same parameter tensors, as a dozen tensor
 operations and the data term's gradients in closed form (0.77 ms a call).  Its value and
-gradients equal the default closure's to float rounding
-(``tests/test_likelihood.py``), and ``fit_gpytorch_mll`` runs the same optimizer, bounds, options
-and fallbacks with it (``optimizer_kwargs={"closure": ...}``).
+gradients equal the default closure's to float rounding (``tests/test_likelihood.py``), and
+``fit_gpytorch_mll`` runs the same optimizer, bounds, options and fallbacks with it
+(``fit_gpytorch_mll(mll, closure=mll_closure(mll))``).
 """
 from __future__ import annotations
 
