@@ -11,7 +11,9 @@
 * inference: CPU inference time of ResNet-20 pruned by half against the unpruned model,
   with the ratio of multiply-accumulate counts beside it, as modules and fused
   (``qrepro.inference``), and the fused form's speed-up; then each stage's 3x3 convolutions alone,
-  unpruned and with the inner width halved (what bounds the pruned model's time);
+  unpruned and with the inner width halved (what bounds the pruned model's time), the narrow one
+  also column-folded as the fused form runs it where this CPU's vectors allow
+  (``qrepro.inference.fold_factors``);
 * search: BoTorch time per proposal (GP fit + acquisition) at 9 and 12 dimensions with 60
   observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST: closed-form LogEI
   (``qrepro.acquisition``, the default) against Monte Carlo qLogNEI (before), with a pending point
@@ -203,15 +205,18 @@ def bench_inference(repeats: int):
         model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
         pruned = prune(model, 0.5).eval()
         nets = {"model": model, "pruned": pruned, "fused": fuse_for_inference(model),
-                "fused_pruned": fuse_for_inference(pruned)}
+                "fused_pruned": fuse_for_inference(pruned), "unfolded": fuse_for_inference(model, fold=False),
+                "unfolded_pruned": fuse_for_inference(pruned, fold=False)}
         t = _interleaved_medians(nets, x, repeats)
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-        for form, a, b in (("modules", t["model"], t["pruned"]), ("fused", t["fused"], t["fused_pruned"])):
+        for form, a, b in (("modules", t["model"], t["pruned"]), ("fused", t["fused"], t["fused_pruned"]),
+                           ("fused, no column folding", t["unfolded"], t["unfolded_pruned"])):
             speedup = f"{t['model'] / t['fused']:.2f}" if form == "fused" else ""
             print(f"| {scheme} | {form} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | {speedup} |")
         rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = \
             t["pruned"] / t["model"], macs
         rows[f"fused_pruned_half_time_ratio_{scheme}"] = t["fused_pruned"] / t["fused"]
+        rows[f"fused_unfolded_pruned_half_time_ratio_{scheme}"] = t["unfolded_pruned"] / t["unfolded"]
         rows[f"fused_speedup_{scheme}"] = t["model"] / t["fused"]
         # one thread: the pruned model's smaller convolutions split less well over two threads
         threads = torch.get_num_threads()
@@ -236,10 +241,14 @@ def bench_inference(repeats: int):
 
 def _bench_block_convolutions(batch: int, repeats: int) -> dict:
     """The 3x3 convolutions of ResNet-20's blocks (channels-last, float32), unpruned and with the inner
-    width halved, side by side: where the pruned model's time goes against the MAC ratio of 0.5."""
+    width halved, side by side: where the pruned model's time goes against the MAC ratio of 0.5.  The
+    narrow ``c -> c/2`` also column-folded (``qrepro.inference.fold_weight``) by 2, as the fused form
+    runs it where ``fold_factors`` allows (the pair ratio counts it there)."""
+    from qrepro.inference import fold_factors, fold_weight
+
     print(f"\n### The blocks' convolutions, unpruned (c -> c) and pruned by half (c -> c/2, c/2 -> c), batch {batch}")
-    print("| stage | size | c -> c ms | c -> c/2 ms | c/2 -> c ms | time ratio of the pair | MAC ratio |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| stage | size | c -> c ms | c -> c/2 ms | c -> c/2 folded by 2 ms | c/2 -> c ms | time ratio of the pair "
+          "| MAC ratio |\n|---|---|---|---|---|---|---|---|")
     rows = {}
     cl = torch.channels_last
     for stage, (c, hw) in enumerate(((16, 28), (32, 14), (64, 7)), start=1):
@@ -247,15 +256,22 @@ def _bench_block_convolutions(batch: int, repeats: int) -> dict:
         half = torch.randn(batch, c // 2, hw, hw).to(memory_format=cl)
         w = {k: torch.randn(o, i, 3, 3).to(memory_format=cl) for k, (o, i) in
              (("full", (c, c)), ("down", (c // 2, c)), ("up", (c, c // 2)))}
+        w["folded"] = fold_weight(w["down"], None, 2)[0].to(memory_format=cl)
         convs = {"full": lambda x: F.conv2d(x, w["full"], padding=1),
                  "down": lambda x: F.conv2d(x, w["down"], padding=1),
                  "up": lambda _: F.conv2d(half, w["up"], padding=1)}  # the half-width input of a pruned conv2
+        if hw % 2 == 0:
+            convs["folded"] = lambda x: F.conv2d(x, w["folded"], stride=(1, 2), padding=1)
         ms = {k: 1000 * t for k, t in _interleaved_medians(convs, x, repeats).items()}
-        ratio = (ms["down"] + ms["up"]) / (2 * ms["full"])
-        print(f"| {stage} | {c} x {hw} x {hw} | {ms['full']:.2f} | {ms['down']:.2f} | {ms['up']:.2f} | {ratio:.2f} "
-              "| 0.50 |")
+        down = ms["folded"] if "folded" in ms and 2 in fold_factors(c // 2) else ms["down"]
+        ratio = (down + ms["up"]) / (2 * ms["full"])
+        folded = f"{ms['folded']:.2f}" if "folded" in ms else "(odd width)"
+        print(f"| {stage} | {c} x {hw} x {hw} | {ms['full']:.2f} | {ms['down']:.2f} | {folded} | {ms['up']:.2f} | "
+              f"{ratio:.2f} | 0.50 |")
         rows.update({f"block_conv_stage{stage}_ms_full": ms["full"], f"block_conv_stage{stage}_ms_down": ms["down"],
                      f"block_conv_stage{stage}_ms_up": ms["up"], f"block_conv_stage{stage}_pair_time_ratio": ratio})
+        if "folded" in ms:
+            rows[f"block_conv_stage{stage}_ms_down_folded"] = ms["folded"]
     return rows
 
 

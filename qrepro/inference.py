@@ -14,7 +14,11 @@ computes once:
   (DoReFa's ``1 / (2^k - 1)`` moves into the weights);
 * activations in channels-last (NHWC) layout, what oneDNN's and cuDNN's convolutions prefer;
 * ResNet basic blocks run as one module (:class:`FusedBasicBlock`) that works in place on the
-  tensors it made itself.
+  tensors it made itself;
+* a convolution with few filters (at most half a vector register: 8 float32 filters on AVX-512)
+  computes ``f`` adjacent output columns as ``f`` times as many filters of one convolution
+  (:func:`fold_factors`): oneDNN fills its vectors along the filters, so 8 of them leave half of
+  every vector empty, and pruning leaves layers that narrow.
 
 The result computes what the model computes in eval mode, up to float rounding (to 1e-9 in
 float64, ``tests/test_inference.py``); in float32 a value within rounding of a sign's or a
@@ -35,6 +39,38 @@ import torchvision
 from .models import BasicBlock
 from .prune import MODES, prune_groups
 from .quantize import FULL_PRECISION_BITS, _set_module, _sign, is_quantized
+
+# float32 lanes of a vector register, by torch.backends.cpu.get_cpu_capability(); where a
+# capability is missing (AVX2 and others were not measured), no convolution is folded
+FLOAT32_LANES = {"AVX512": 16}
+FOLDS = (4, 2)  # the column-folding factors tried, largest first (larger ones add too many zero taps)
+
+
+def fold_factors(out_channels: int, lanes: int | None = None) -> tuple[int, ...]:
+    """The factors ``f`` by which a stride-1 convolution with ``out_channels`` filters may fold its
+    output columns into filters: ``f * out_channels`` still fits one vector of ``lanes`` floats
+    (this CPU's by default), so the folded convolution's vectors are fuller.
+
+    Folding by ``f`` computes output columns ``f w' + j`` (``j < f``) as filters ``j * out_channels + c``
+    of a convolution with stride ``f`` along the width and kernel width ``k + f - 1``, whose filter
+    ``(j, c)`` is filter ``c`` shifted ``j`` columns right between zeros.  In channels-last layout
+    the folded output *is* the unfolded one, byte for byte: no copy.  It does ``(k + f - 1) / k``
+    times the multiply-accumulates (the zeros), and ran 15-25 % faster than the plain convolution
+    for 3-8 filters on this project's AVX-512 machine (``benchmarks/benchmark.py --sections
+    inference``, its block-convolution table).
+    """
+    lanes = FLOAT32_LANES.get(torch.backends.cpu.get_cpu_capability(), 0) if lanes is None else lanes
+    return tuple(f for f in FOLDS if f * out_channels <= lanes)
+
+
+def fold_weight(weight: torch.Tensor, bias: torch.Tensor | None, f: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weights ``(f N, C, k, k + f - 1)`` and bias ``(f N,)`` of the column-folded convolution
+    (:func:`fold_factors`)."""
+    n, c, kh, kw = weight.shape
+    folded = weight.new_zeros(f * n, c, kh, kw + f - 1)
+    for j in range(f):
+        folded[j * n:(j + 1) * n, :, :, j:j + kw] = weight
+    return folded, None if bias is None else bias.repeat(f)
 
 
 class _FusedLayer(nn.Module):
@@ -63,21 +99,39 @@ class FusedConv2d(_FusedLayer):
     """``conv2d(quantize_input(x), W, b)`` with fixed ``W`` and ``b``."""
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
-                 a_bits: int | None):
+                 a_bits: int | None, fold: bool = True):
         if conv.padding_mode != "zeros":
             raise ValueError(f"{conv}: only zero padding can be fused")
         super().__init__(weight, bias, act, a_bits)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        foldable = (fold and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                    and not isinstance(self.padding, str) and self.weight.shape[-1] > 1)
+        self.folds = fold_factors(self.weight.shape[0]) if foldable else ()
+        for f in self.folds:
+            w, b = fold_weight(self.weight, self.bias, f)
+            self.register_buffer(f"weight_fold{f}", w)
+            self.register_buffer(f"bias_fold{f}", b)
 
     def forward(self, x, scratch: bool = False):
-        if self.weight.is_contiguous(memory_format=torch.channels_last) and \
-                not x.is_contiguous(memory_format=torch.channels_last):
+        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
+        if channels_last and not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # the first layer; later ones get it so
-        return F.conv2d(self.quantize_input(x, scratch), self.weight, self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        x = self.quantize_input(x, scratch)
+        if channels_last and x.device.type == "cpu":
+            width = x.shape[-1] + 2 * self.padding[1] - self.weight.shape[-1] + 1  # the output's
+            for f in self.folds:
+                if width % f == 0:
+                    return self._folded(x, f)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _folded(self, x: torch.Tensor, f: int) -> torch.Tensor:
+        y = F.conv2d(x, getattr(self, f"weight_fold{f}"), getattr(self, f"bias_fold{f}"), (1, f), self.padding)
+        n, _, h, w = y.shape  # channels-last (n, h, w, f N) is (n, h, f w, N): the same bytes
+        return y.permute(0, 2, 3, 1).reshape(n, h, f * w, -1).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act or 'float'}"
+        folds = f", folds={self.folds}" if self.folds else ""
+        return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act or 'float'}{folds}"
 
 
 class FusedLinear(_FusedLayer):
@@ -148,10 +202,12 @@ def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
 
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool = True) -> nn.Module:
     """An eval-only copy of ``model`` with weights pre-quantized and BatchNorm and scales folded;
     ``channels_last``: weights and activations in NHWC, the layout oneDNN's and cuDNN's
-    convolutions run fastest in (on 2 CPU cores: 175 against 227 ms for ResNet-20 BNN, batch 256)."""
+    convolutions run fastest in (on 2 CPU cores: 175 against 227 ms for ResNet-20 BNN, batch 256);
+    ``fold``: column-fold the convolutions with few filters where this CPU's vectors allow
+    (:func:`fold_factors`; channels-last CPU tensors only)."""
     fused = copy.deepcopy(model).eval()
     pairs = conv_bn_pairs(fused)
     for conv_name, bn_name in pairs.items():
@@ -161,13 +217,14 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Modul
         b = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
             b = b + conv.bias * scale
-        _set_module(fused, conv_name, FusedConv2d(conv, w, b, *_input_quantizer(conv)))
+        _set_module(fused, conv_name, FusedConv2d(conv, w, b, *_input_quantizer(conv), fold=fold))
         _set_module(fused, bn_name, nn.Identity())
     for name, module in list(fused.named_modules()):  # quantized layers without a BatchNorm after them
         if not is_quantized(module) or name in pairs:
             continue
         if isinstance(module, nn.Conv2d):
-            _set_module(fused, name, FusedConv2d(module, _weight(module), module.bias, *_input_quantizer(module)))
+            _set_module(fused, name, FusedConv2d(module, _weight(module), module.bias, *_input_quantizer(module),
+                                                 fold=fold))
         elif isinstance(module, nn.Linear):
             _set_module(fused, name, FusedLinear(_weight(module), module.bias, *_input_quantizer(module)))
     for name, module in list(fused.named_modules()):
