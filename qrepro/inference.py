@@ -36,9 +36,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .errors import BadInput
 from .models import BasicBlock
-from .prune import MODES, prune_groups
+from .prune import MODES, PruneError, prune_groups
 from .quantize import FULL_PRECISION_BITS, _set_module, _sign, is_quantized
+
+class InferenceError(BadInput):
+    """A model that cannot be fused for inference."""
+
 
 # float32 lanes of a vector register, by torch.backends.cpu.get_cpu_capability(); where a
 # capability is missing (AVX2 and others were not measured), no convolution is folded
@@ -101,7 +106,7 @@ class FusedConv2d(_FusedLayer):
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
                  a_bits: int | None, fold: bool = True):
         if conv.padding_mode != "zeros":
-            raise ValueError(f"{conv}: only zero padding can be fused")
+            raise InferenceError(f"{conv}: padding_mode {conv.padding_mode!r} cannot be fused, only 'zeros'")
         super().__init__(weight, bias, act, a_bits)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         foldable = (fold and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
@@ -208,8 +213,17 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool 
     convolutions run fastest in (on 2 CPU cores: 175 against 227 ms for ResNet-20 BNN, batch 256);
     ``fold``: column-fold the convolutions with few filters where this CPU's vectors allow
     (:func:`fold_factors`; channels-last CPU tensors only)."""
+    if not isinstance(model, nn.Module):
+        raise InferenceError(f"fuse_for_inference needs a torch.nn.Module (a ResNet of qrepro.models, quantized or not), "
+                             f"got {type(model).__name__}")
+    if getattr(model, "fused_for_inference", False):
+        raise InferenceError("this model is already fused for inference; fuse the model it was made from "
+                             "(fuse_for_inference returns a copy and leaves its argument as it was)")
     fused = copy.deepcopy(model).eval()
-    pairs = conv_bn_pairs(fused)
+    try:
+        pairs = conv_bn_pairs(fused)
+    except PruneError as e:  # BatchNorms are found through prune.py's groups: ResNets of basic blocks
+        raise InferenceError(f"cannot fuse this model for inference: {e}") from None
     for conv_name, bn_name in pairs.items():
         conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)

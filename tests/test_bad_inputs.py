@@ -14,6 +14,7 @@ from qrepro.criteria import CriterionError
 from qrepro.data import DatasetNotFound, load_splits, read_idx
 from qrepro.errors import BadInput
 from qrepro.export import load_packed, save_packed
+from qrepro.inference import InferenceError, fuse_for_inference
 from qrepro.models import build_model
 from qrepro.notebooks import check_parameters
 from qrepro.prune import PruneError, apply_kept, prune
@@ -40,6 +41,19 @@ def ckpts(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- API
+def test_fuse_for_inference(bnn):
+    with pytest.raises(InferenceError, match="needs a torch.nn.Module.*got str"):
+        fuse_for_inference("model.qrpk")
+    with pytest.raises(InferenceError, match="already fused for inference; fuse the model it was made from"):
+        fuse_for_inference(fuse_for_inference(bnn))
+    with pytest.raises(InferenceError, match="cannot fuse this model for inference: the model has no layer1"):
+        fuse_for_inference(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)))
+    circular = build_model("resnet20", in_channels=1)
+    circular.layer1[0].conv1.padding_mode = "circular"
+    with pytest.raises(InferenceError, match="padding_mode 'circular' cannot be fused, only 'zeros'"):
+        fuse_for_inference(circular)
+
+
 @pytest.mark.parametrize("ratios, match", [
     ([0.5, 0.5], "must be a number"),
     (None, "must be a number"),
