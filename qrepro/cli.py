@@ -14,7 +14,7 @@ import typing
 from dataclasses import field
 from pathlib import Path
 
-from .config import add_options, available_presets, check_compile, from_mapping, options_given, read_config_file
+from .config import add_options, available_presets, from_mapping, options_given, read_config_file
 from .distributed import launch_rank
 from .errors import BadInput, check_input_file, check_output_file
 from .paths import README_PATH
@@ -80,7 +80,7 @@ def _cmd_train(args) -> int:
     cfg = read_config_file(args.config) if args.config else {}
     cfg.update(options_given(args, TrainConfig))
     where = args.config or "train options"
-    tc = check_compile(from_mapping(TrainConfig, cfg, where), where)
+    tc = from_mapping(TrainConfig, cfg, where)
     out = check_output_file(args.out, "--out")
     _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
                              device=args.device)

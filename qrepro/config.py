@@ -135,19 +135,6 @@ def from_mapping(cls, data, where: str = "config"):
         raise ConfigError(f"{where}: {err}") from None
 
 
-COMPILE_WRONG = ("dorefa",)  # schemes whose compiled training step computes wrong gradients (README, "Speed")
-
-
-def check_compile(tc, where: str):  # tc: a train.TrainConfig
-    """Refuse ``compile = true`` for a scheme whose compiled gradients are wrong: inductor's code for
-    DoReFa's whole network differs from eager's gradients by 0.30 of 20 in float64 (strict xfail
-    ``test_compiled_training_step_computes_what_eager_does_in_float64`` in tests/test_quantize.py)."""
-    if tc.compile and tc.scheme in COMPILE_WRONG:
-        raise ConfigError(f"{where}: compile = true gives wrong gradients for scheme {tc.scheme!r} (torch.compile's "
-                         "inductor code, README \"Speed\"); set compile = false")
-    return tc
-
-
 def read_config_file(path: str | Path) -> dict:
     """A TOML or JSON file as a dict; one clear error for a missing, unreadable or malformed file."""
     p = Path(path)
@@ -381,7 +368,7 @@ class StudyConfig:
             clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
             if clash:
                 raise ValueError(f"base.{kind}: {', '.join(clash)} are set by the study, not per model")
-            check_compile(from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}"), f"base.{kind}")
+            from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")
         if self.search.compare_criteria:  # compared against the study's criterion's own searches and finals there
             t = self.search.compare_target
             missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),

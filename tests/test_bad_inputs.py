@@ -213,7 +213,6 @@ def test_journal_that_is_not_json_lines(tmp_path):
      r"search.compare_target 0.3 must be one of the targets of search.targets.bnn"),
     ({"final": {"recovery_epochs": [0]}}, r"recovery_epochs must be positive"),
     ({"final": {"recovery_model": "fp"}}, r"recovery: unknown 'fp'"),
-    ({"base": {"dorefa": {"compile": True}}}, "base.dorefa: compile = true gives wrong gradients for scheme 'dorefa'"),
 ])
 def test_study_preset_errors_name_the_file_and_field(tmp_path, override, match):
     import tomllib
@@ -296,7 +295,6 @@ def assert_one_line(code, err, match, expected=2):
     (["--scheme", "bnn", "--init-from", "/no/such.pt"], "init_from checkpoint /no/such.pt does not exist"),
     (["--dataset", "fashion-mnist", "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
     (["--weight-decay", "-1"], "weight_decay must be 0 or more"),
-    (["--scheme", "dorefa", "--compile", "true"], "compile = true gives wrong gradients for scheme 'dorefa'"),
 ])
 def test_cli_train(capsys, tmp_path, argv, match):
     code, _, err = run_cli(capsys, ["train", "--dataset", "synthetic", "--out", str(tmp_path / "m.pt"), *argv])

@@ -179,21 +179,26 @@ def test_quantized_layers_compile_without_graph_breaks(scheme):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["bnn", pytest.param("dorefa", marks=pytest.mark.xfail(
-    strict=True, reason="open (README, Speed; compile = true is refused for DoReFa): compiled DoReFa logits equal eager's to 1e-14 "
-    "in float64, but the gradients of layer3.0.conv1 and every layer before it differ (conv1.weight by 0.30 of "
-    "20), and the input's gradient by 0.40; compiled as smaller graphs (the stem, the stem and layer1.0, layer1 to "
-    "the head, layer3 alone) they agree to 1e-11. Inductor's code only: backends aot_eager and "
-    "aot_eager_decomp_partition agree to 1e-11; inductor with cpp.simdlen=1, or without buffer reuse, differs"))])
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
 def test_compiled_training_step_computes_what_eager_does_in_float64(scheme):
-    """The compiled training path (``TrainConfig.compile``) is the same function as eager: in float64,
-    where reordered arithmetic cannot move a value across a sign's or a round's threshold, logits and
-    every gradient agree to 1e-9. (In float32 a reordered sum lands on the other side of a threshold
-    now and then: 1 DoReFa level of 800,000 in one of ResNet-20's blocks compiled alone. Training-mode
-    BatchNorm's batch statistics carry each such step to every image, and the next layers' thresholds
-    multiply them: compiled whole, the float32 logits of a batch of 128 differ by up to 0.16.)"""
+    """The compiled training path (``TrainConfig.compile``) is the same function as eager: in float64 logits and
+    every gradient agree to 1e-9.
+
+    The BatchNorms' affine terms are drawn away from their initial (1, 0) first. At (1, 0) a DoReFa
+    network has exact ties: its quantized weights and activations make a convolution's output a
+    small rational number that can equal its channel's batch mean exactly, so a ReLU or a clip sees
+    exactly 0, and the summation order decides the side. Eager itself then gives gradients that
+    differ by 0.27-0.33 in the first convolution between NCHW and channels-last layouts, as much as
+    the compiled step does (``benchmarks/benchmark.py --sections compile``, its float64 table).  In
+    float32 a reordered sum lands on the other side of a sign's or a round's threshold now and then
+    (1 DoReFa level of 800,000 in one of ResNet-20's blocks compiled alone); training-mode
+    BatchNorm carries each such step to every image, so float32 runs drift apart."""
     torch.manual_seed(0)
     eager = quantize_model(resnet20(in_channels=1), scheme).double().train()
+    for m in eager.modules():  # away from the ties of BatchNorm's initial affine terms
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
     compiled = copy.deepcopy(eager)
     x, y = torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (8,))
     grads = []
