@@ -13,7 +13,7 @@
   (``qrepro.inference``), and the fused form's speed-up; then each stage's 3x3 convolutions alone,
   unpruned and with the inner width halved (what bounds the pruned model's time), the narrow one
   also column-folded as the fused form runs it where this CPU's vectors allow
-  (``qrepro.inference.fold_factors``);
+  (``qrepro.inference.fold_factors``), and a 3x3 convolution of 3-16 filters plain and folded by 2 and 4;
 * search: BoTorch time per proposal (GP fit + acquisition) at 9 and 12 dimensions with 60
   observations, against one candidate evaluation of ResNet-20 on Fashion-MNIST: closed-form LogEI
   (``qrepro.acquisition``, the default) against Monte Carlo qLogNEI (before), with a pending point
@@ -291,6 +291,33 @@ def bench_inference(repeats: int):
         rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
         rows[f"fused_compiled_speedup_{scheme}"] = t["model"] / a
     rows.update(_bench_block_convolutions(x.shape[0], repeats))
+    rows.update(_bench_column_folding(x.shape[0], repeats))
+    return rows
+
+
+def _bench_column_folding(batch: int, repeats: int) -> dict:
+    """A 3x3 convolution with few filters (channels-last, float32), plain and column-folded by 2 and 4
+    (``qrepro.inference.fold_weight``), by filter count: the evidence behind ``fold_factors``' rule."""
+    from qrepro.inference import fold_factors, fold_weight
+
+    print(f"\n### Column folding by filter count (3x3, stride 1, batch {batch}; what fold_factors picks here: *)")
+    print("| input | filters | plain ms | folded by 2 ms | folded by 4 ms |\n|---|---|---|---|---|")
+    rows = {}
+    cl = torch.channels_last
+    for c, hw in ((16, 28), (8, 28), (32, 14)):
+        x = torch.randn(batch, c, hw, hw).to(memory_format=cl)
+        for n in (3, 4, 6, 8, 12, 16):
+            w = torch.randn(n, c, 3, 3)
+            convs = {1: lambda x, w=w.to(memory_format=cl): F.conv2d(x, w, padding=1)}
+            for f in (2, 4):
+                if hw % f == 0 and f * n <= 32:
+                    wf = fold_weight(w, None, f)[0].to(memory_format=cl)
+                    convs[f] = lambda x, wf=wf, f=f: F.conv2d(x, wf, stride=(1, f), padding=1)
+            ms = {f: 1000 * t for f, t in _interleaved_medians(convs, x, repeats).items()}
+            picked = next((f for f in fold_factors(n) if hw % f == 0), 1)
+            cells = [f"{ms[f]:.2f}{' *' if f == picked else ''}" if f in ms else "" for f in (1, 2, 4)]
+            print(f"| {c} x {hw} x {hw} | {n} | " + " | ".join(cells) + " |")
+            rows.update({f"fold_{c}x{hw}_filters{n}_ms_by{f}": t for f, t in ms.items()})
     return rows
 
 
