@@ -76,7 +76,7 @@ def test_every_figure_and_table_exists(smoke_results):
 
 def test_executed_notebooks_show_their_figures_inline(smoke_results):
     books = sorted((smoke_results / "notebooks").rglob("*.ipynb"))
-    assert len(books) == 8  # 6 results notebooks, 2 lessons
+    assert len(books) == 9  # 6 results notebooks, 3 lessons
     for nb_path in books:
         nb = nbformat.read(nb_path, as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
