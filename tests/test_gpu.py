@@ -60,3 +60,31 @@ def test_objective_on_cuda_equals_the_cpu():
     cpu = PruneObjective(model, splits, bn_batches=2, val_images=64, device="cpu")(ratios)
     gpu = PruneObjective(model, splits.to(CUDA), bn_batches=2, val_images=64, device="cuda")(ratios)
     assert abs(cpu - gpu) <= 100 / 64 + 1e-9  # at most one image may flip at float tolerance
+
+
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
+def test_fused_inference_on_cuda_computes_what_the_model_computes(scheme, monkeypatch):
+    """The fused copy (qrepro.inference) of a pruned model on the GPU: the GPU model's outputs within float
+    tolerance (in full float32: TF32's 10-bit products would move values across the quantizers' thresholds),
+    every tensor on the device; column folding is for CPUs and stays off."""
+    from qrepro.inference import fuse_for_inference
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+    model = qmodel(scheme)
+    for m in model.modules():  # BatchNorm away from its initial (0, 1, 1, 0), whose integer sums tie at 0
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.3, 3)
+            m.weight.data.normal_(1, 0.5)
+            m.bias.data.normal_(0, 0.5)
+    model = prune(model, 0.5).eval().to(CUDA)
+    fused = fuse_for_inference(model)
+    assert {b.device.type for b in fused.buffers()} == {"cuda"}
+    x = torch.randn(64, 1, 28, 28, device=CUDA)
+    with torch.no_grad():
+        out, ref = fused(x), model(x)
+    assert out.device.type == "cuda" and out.shape == ref.shape
+    # a value within rounding of a sign's or a round's threshold may land on the other side: compare predictions
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    assert (out - ref).abs().median() < 1e-3
