@@ -41,6 +41,7 @@ from .models import BasicBlock
 from .prune import MODES, PruneError, prune_groups
 from .quantize import FULL_PRECISION_BITS, _set_module, _sign, is_quantized
 
+
 class InferenceError(BadInput):
     """A model that cannot be fused for inference."""
 
@@ -60,9 +61,9 @@ def fold_factors(out_channels: int, lanes: int | None = None) -> tuple[int, ...]
     of a convolution with stride ``f`` along the width and kernel width ``k + f - 1``, whose filter
     ``(j, c)`` is filter ``c`` shifted ``j`` columns right between zeros.  In channels-last layout
     the folded output *is* the unfolded one, byte for byte: no copy.  It does ``(k + f - 1) / k``
-    times the multiply-accumulates (the zeros), and ran 15-25 % faster than the plain convolution
-    for 3-8 filters on this project's AVX-512 machine (``benchmarks/benchmark.py --sections
-    inference``, its block-convolution table).
+    times the multiply-accumulates (the zeros), and saved 19-40 % of the plain convolution's time
+    at 3-8 filters on this project's AVX-512 machine, where 12 or 16 filters folded by 2 lost
+    19-37 % (``benchmarks/benchmark.py --sections inference``, its column-folding table).
     """
     lanes = FLOAT32_LANES.get(torch.backends.cpu.get_cpu_capability(), 0) if lanes is None else lanes
     return tuple(f for f in FOLDS if f * out_channels <= lanes)
