@@ -62,7 +62,7 @@ teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minu
 benchmark: setup ## print speed figures (ratios measured side by side in one run); rows also in results/_scratch/benchmark.json
 	$(PY) benchmarks/benchmark.py --json results/_scratch/benchmark.json
 
-gpu-check: ## on a GPU machine: GPU tests, a short study on cuda, GPU throughput; JSON summary (runs from the source tree, no venv)
+gpu-check: ## on a GPU machine: GPU tests, a short study on cuda, GPU throughput and pruned inference; JSON summary (runs from the source tree, no venv)
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py
 
 clean: ## remove the virtual environment and caches (keeps results/)

@@ -1,13 +1,16 @@
 """``make gpu-check``: the GPU checks in one script (at most about 8 minutes on one H200).
 
-    PYTHONPATH=. python3 benchmarks/gpu_check.py [--json PATH] [--device cuda] [--skip tests study throughput]
+    PYTHONPATH=. python3 benchmarks/gpu_check.py [--json PATH] [--device cuda] [--skip tests study throughput inference]
 
 1. **tests**: the GPU-marked tests (``pytest -m gpu``), where pytest is installed;
 2. **study**: the ``cifar10-resnet20`` preset at ``--limit 512`` on generated CIFAR-shaped data,
    every stage end to end on the device, then ``status`` (every artifact must be fresh);
 3. **throughput**: training images/s of BNN and DoReFa 2-bit against full precision, measured
    side by side (ResNet-20 at batch 128 and 1024; ResNet-18 at 224 with bf16 and channels-last),
-   and one search evaluation (prune, BatchNorm re-estimation, 1,000 validation images).
+   and one search evaluation (prune, BatchNorm re-estimation, 1,000 validation images);
+4. **inference**: inference time of BNN and DoReFa models pruned by half against unpruned, as
+   modules and fused (``qrepro.inference``), beside the MAC ratio (ResNet-20 at batch 1024,
+   ResNet-18 at 224 and batch 64): issue 14's inference row on the GPU.
 
 Runs from the source tree on a machine with other versions than the pins (it needs torch,
 torchvision, botorch; not papermill).  Writes a JSON summary (``--json``, default
@@ -150,7 +153,54 @@ def _evaluation_seconds(device) -> float:
     return statistics.median(times)
 
 
-SECTIONS = {"tests": section_tests, "study": section_study, "throughput": section_throughput}
+def section_inference(device, repeats: int = 20) -> dict:
+    from benchmark import count_macs
+
+    from qrepro.inference import fuse_for_inference
+    from qrepro.models import build_model
+    from qrepro.prune import prune
+    from qrepro.quantize import quantize_model
+
+    def run(net, x):
+        with torch.no_grad():
+            net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rows = {}
+    settings = [("resnet20", 1024, (1, 28, 28)), ("resnet18", 64, (3, 224, 224))]
+    if device.type != "cuda":
+        settings = [("resnet20", 256, (1, 28, 28))]
+    for arch, batch, shape in settings:
+        for scheme in ("bnn", "dorefa"):
+            torch.manual_seed(0)
+            model = quantize_model(build_model(arch, **({"in_channels": shape[0]} if arch == "resnet20" else {})),
+                                   scheme).eval()
+            pruned = prune(model, 0.5).eval()
+            x = torch.randn(batch, *shape)
+            macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
+            model, pruned, x = model.to(device), pruned.to(device), x.to(device)
+            nets = {"modules": model, "modules_pruned": pruned, "fused": fuse_for_inference(model),
+                    "fused_pruned": fuse_for_inference(pruned)}
+            times = {k: [] for k in nets}
+            for net in nets.values():
+                run(net, x)
+            for _ in range(repeats):  # interleaved: the four forms share the device's state
+                for k, net in nets.items():
+                    t = time.perf_counter()
+                    run(net, x)
+                    times[k].append(time.perf_counter() - t)
+            ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+            name = f"{arch}_b{batch}_{scheme}"
+            rows[name] = {"ms": ms, "mac_ratio": macs, "modules_time_ratio": ms["modules_pruned"] / ms["modules"],
+                          "fused_time_ratio": ms["fused_pruned"] / ms["fused"], "fused_speedup": ms["modules"] / ms["fused"]}
+            print(f"{name}: pruned/unpruned time, modules {rows[name]['modules_time_ratio']:.2f}, fused "
+                  f"{rows[name]['fused_time_ratio']:.2f} (MAC ratio {macs:.2f}); fused x{rows[name]['fused_speedup']:.2f}")
+    return {"ok": True, **rows}
+
+
+SECTIONS = {"tests": section_tests, "study": section_study, "throughput": section_throughput,
+            "inference": section_inference}
 
 
 def main(argv=None) -> int:
