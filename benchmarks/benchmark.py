@@ -528,14 +528,12 @@ def bench_regret(repeats: int):
     :class:`KnownOptimum` (12 layers, target 0.4, budget 40), with the search's wall time: the check
     that a faster BO loop still searches as well."""
     from botorch.optim.closures import get_loss_closure_with_grads
-    from botorch.optim.utils import get_parameters_and_bounds
 
     from qrepro import likelihood
     from qrepro.search import SearchConfig, search_ratios
 
     def gpytorch_loss(mll):  # BoTorch's default closure: the GP's loss through GPyTorch's modules (before)
-        return get_loss_closure_with_grads(mll, {k: p for k, p in get_parameters_and_bounds(mll)[0].items()
-                                                 if p.requires_grad})
+        return get_loss_closure_with_grads(mll, likelihood.trainable_parameters(mll))
 
     rows, seeds = {}, range(max(3, repeats // 2))
     print(f"\n## Regret on a known optimum under the linear size constraint (12 layers, target 0.4, budget 40, "

@@ -27,6 +27,12 @@ from gpytorch.means import ConstantMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 
+def trainable_parameters(mll: ExactMarginalLogLikelihood) -> dict[str, torch.nn.Parameter]:
+    """The parameters ``fit_gpytorch_mll`` optimizes, by name, in the order ``get_parameters_and_bounds``
+    lists them: those that require a gradient."""
+    return {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
+
+
 def mll_closure(mll: ExactMarginalLogLikelihood) -> Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
     """A loss closure for ``fit_gpytorch_mll_scipy``: returns the negative marginal log likelihood per
     observation and its gradients with respect to the trainable parameters, in the order in which
@@ -39,7 +45,7 @@ def mll_closure(mll: ExactMarginalLogLikelihood) -> Callable[[], tuple[torch.Ten
             and not list(gp.added_loss_terms()) and gp.train_targets.dim() == 1):
         raise TypeError("mll_closure computes the loss of a SingleTaskGP with an ARD RBF kernel, a constant mean "
                         "and a Gaussian likelihood only; fit other models with fit_gpytorch_mll's default closure")
-    parameters = [p for p in get_parameters_and_bounds(mll)[0].values() if p.requires_grad]
+    parameters = list(trainable_parameters(mll).values())
     x = gp.transform_inputs(X=gp.train_inputs[0]).detach()
     y = gp.train_targets.detach()
     n = y.shape[0]

@@ -7,11 +7,10 @@ import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.optim.closures import get_loss_closure_with_grads
-from botorch.optim.utils import get_parameters_and_bounds
 from gpytorch.kernels import RBFKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from qrepro.likelihood import mll_closure
+from qrepro.likelihood import mll_closure, trainable_parameters
 from qrepro.search import fit_gp
 
 
@@ -29,8 +28,7 @@ def train_mll(gp):
 
 
 def botorch_closure(mll):
-    parameters = {k: p for k, p in get_parameters_and_bounds(mll)[0].items() if p.requires_grad}
-    return get_loss_closure_with_grads(mll, parameters)
+    return get_loss_closure_with_grads(mll, trainable_parameters(mll))
 
 
 @pytest.mark.parametrize("n, d, seed", [(8, 1, 0), (20, 3, 1), (60, 12, 2)])
