@@ -35,6 +35,7 @@ Every row is also written to ``--json PATH`` (keys named after the rows).
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -120,8 +121,6 @@ def bench_compile(repeats: int):
     Fashion-MNIST after which compiling pays, and how far the two copies' weights drift apart, beside
     how far an eager copy in channels-last layout drifts (the same function summed in another order).
     Then the float64 gradients of one step, channels-last eager and compiled against eager."""
-    import copy
-
     torch.manual_seed(0)
     x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
     fp = build_model("resnet20", in_channels=1)
@@ -185,8 +184,6 @@ def _float64_gradient_gaps(bases: dict) -> dict:
     and compiled, with BatchNorm's affine terms at their initial (1, 0) and drawn away from them.  At (1, 0)
     a DoReFa network meets exact ties (a convolution's output equal to its channel's batch mean, so a
     ReLU or a clip sees exactly 0) and the summation order picks the side; drawn, there are none."""
-    import copy
-
     print("\n### One training step in float64: largest gradient difference from eager (batch 8)")
     print("| model | BatchNorm affine terms | eager, channels-last | compiled |\n|---|---|---|---|")
     rows = {}

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from test_inference import model_with_statistics
 
 from qrepro.data import load_splits
 from qrepro.models import build_model
@@ -71,14 +72,8 @@ def test_fused_inference_on_cuda_computes_what_the_model_computes(scheme, monkey
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
-    model = qmodel(scheme)
-    for m in model.modules():  # BatchNorm away from its initial (0, 1, 1, 0), whose integer sums tie at 0
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.3, 3)
-            m.weight.data.normal_(1, 0.5)
-            m.bias.data.normal_(0, 0.5)
-    model = prune(model, 0.5).eval().to(CUDA)
+    # BatchNorm away from its initial (0, 1, 1, 0), whose integer sums tie at 0; float32 on the GPU
+    model = prune(model_with_statistics("resnet20", scheme).float(), 0.5).eval().to(CUDA)
     fused = fuse_for_inference(model)
     assert {b.device.type for b in fused.buffers()} == {"cuda"}
     x = torch.randn(64, 1, 28, 28, device=CUDA)
