@@ -368,7 +368,7 @@ class StudyConfig:
             clash = [k for k in ("arch", "dataset", "val_size", "limit", "init_from") if k in entry]
             if clash:
                 raise ValueError(f"base.{kind}: {', '.join(clash)} are set by the study, not per model")
-            from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")  # a bad field fails here, before any stage
+            from_mapping(TrainConfig, self.base_fields(kind), f"base.{kind}")  # a bad field fails before any stage
         if self.search.compare_criteria:  # compared against the study's criterion's own searches and finals there
             t = self.search.compare_target
             missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),
