@@ -154,18 +154,17 @@ def _evaluation_seconds(device) -> float:
 
 
 def section_inference(device, repeats: int = 20) -> dict:
-    from benchmark import count_macs
+    from benchmark import _interleaved_medians, count_macs
 
     from qrepro.inference import fuse_for_inference
     from qrepro.models import build_model
     from qrepro.prune import prune
     from qrepro.quantize import quantize_model
 
-    def run(net, x):
-        with torch.no_grad():
-            net(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def synced(net):  # a forward that returns when the device has finished it
+        return lambda x: (net(x), sync())[0]
 
     rows = {}
     settings = [("resnet20", 1024, (1, 28, 28)), ("resnet18", 64, (3, 224, 224))]
@@ -182,15 +181,9 @@ def section_inference(device, repeats: int = 20) -> dict:
             model, pruned, x = model.to(device), pruned.to(device), x.to(device)
             nets = {"modules": model, "modules_pruned": pruned, "fused": fuse_for_inference(model),
                     "fused_pruned": fuse_for_inference(pruned)}
-            times = {k: [] for k in nets}
-            for net in nets.values():
-                run(net, x)
-            for _ in range(repeats):  # interleaved: the four forms share the device's state
-                for k, net in nets.items():
-                    t = time.perf_counter()
-                    run(net, x)
-                    times[k].append(time.perf_counter() - t)
-            ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+            # interleaved, after a warm-up call each: the four forms share the device's state
+            ms = {k: 1000 * t for k, t in _interleaved_medians({k: synced(n) for k, n in nets.items()}, x,
+                                                                repeats).items()}
             name = f"{arch}_b{batch}_{scheme}"
             rows[name] = {"ms": ms, "mac_ratio": macs, "modules_time_ratio": ms["modules_pruned"] / ms["modules"],
                           "fused_time_ratio": ms["fused_pruned"] / ms["fused"], "fused_speedup": ms["modules"] / ms["fused"]}
