@@ -110,6 +110,38 @@ def test_dorefa_activation_formula_and_gradient():
     assert len(dorefa_activation(torch.linspace(-1, 2, 1000), 3).unique()) == 8
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dorefa_activation_gradient_passes_on_the_closed_interval(dtype):
+    """Reference: the gradient of TensorFlow's ``clip_by_value`` in the DoReFa authors' code, zero only
+    where ``x < 0`` or ``x > 1``, at the bounds themselves, signed zeros, subnormals and the floats next
+    to 0 and 1. (``torch.clamp`` with scalar bounds passes nothing at the bounds themselves.)"""
+    info = torch.finfo(dtype)
+    sub = info.smallest_normal * info.eps
+    one = torch.tensor(1.0, dtype=dtype)
+    near = [-0.0, 0.0, sub, -sub, info.smallest_normal, -info.smallest_normal, 1.0,
+            torch.nextafter(one, one * 2).item(), torch.nextafter(one, one * 0).item(), -1.0, 0.5, 2.0]
+    x = torch.cat([torch.tensor(near, dtype=dtype), torch.randn(200, dtype=dtype)]).requires_grad_()
+    g = torch.randn_like(x)
+    dorefa_activation(x, 2).backward(g)
+    xd = x.detach()
+    assert torch.equal(x.grad, torch.where((xd < 0) | (xd > 1), torch.zeros_like(g), g))
+    assert x.grad[:12].ne(0).tolist() == [True, True, True, False, True, False, True, False, True, False, True, False]
+
+
+def test_dorefa_activation_after_a_relu_saves_nothing_new():
+    """The quantizer keeps its input for the backward; after a ReLU that is the tensor the ReLU keeps."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().data_ptr())
+        return t
+
+    x = torch.randn(4, 8, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        dorefa_activation(torch.relu(x), 2).sum().backward()
+    assert len(saved) == 2 and len(set(saved)) == 1
+
+
 @pytest.mark.parametrize("bad", [0, -1, 33, 2.5, "2", None, True])
 def test_bad_bit_widths(bad):
     with pytest.raises(ValueError, match="1 to 32"):
