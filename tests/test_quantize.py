@@ -110,8 +110,9 @@ def test_dorefa_activation_formula_and_gradient():
     assert len(dorefa_activation(torch.linspace(-1, 2, 1000), 3).unique()) == 8
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dorefa_activation_gradient_passes_on_the_closed_interval(dtype):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_dorefa_activation_gradient_passes_on_the_closed_interval(dtype, device):
     """Reference: the gradient of TensorFlow's ``clip_by_value`` in the DoReFa authors' code, zero only
     where ``x < 0`` or ``x > 1``, at the bounds themselves, signed zeros, subnormals and the floats next
     to 0 and 1. (``torch.clamp`` with scalar bounds passes nothing at the bounds themselves.)"""
@@ -120,7 +121,7 @@ def test_dorefa_activation_gradient_passes_on_the_closed_interval(dtype):
     one = torch.tensor(1.0, dtype=dtype)
     near = [-0.0, 0.0, sub, -sub, info.smallest_normal, -info.smallest_normal, 1.0,
             torch.nextafter(one, one * 2).item(), torch.nextafter(one, one * 0).item(), -1.0, 0.5, 2.0]
-    x = torch.cat([torch.tensor(near, dtype=dtype), torch.randn(200, dtype=dtype)]).requires_grad_()
+    x = torch.cat([torch.tensor(near, dtype=dtype), torch.randn(200, dtype=dtype)]).to(device).requires_grad_()
     g = torch.randn_like(x)
     dorefa_activation(x, 2).backward(g)
     xd = x.detach()
