@@ -105,13 +105,17 @@ def bench_train(repeats: int):
             times[name].append(time.perf_counter() - t)
     base = 128 / statistics.median(times["full precision"])
     print("\n## Training throughput, ResNet-20, batch 128 of 1x28x28 (median of", repeats, "steps)")
-    print("| model | images/s | ratio to full precision |\n|---|---|---|")
+    print("(spread: the quartiles of the round-by-round ratios, each round timing the three models one after another)")
+    print("| model | images/s | ratio to full precision | spread |\n|---|---|---|---|")
     rows = {}
     for name, ts in times.items():
         ips = 128 / statistics.median(ts)
-        print(f"| {name} | {ips:.0f} | {ips / base:.2f} |")
+        per_round = [f / t for f, t in zip(times["full precision"], ts)]
+        q1, _, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        print(f"| {name} | {ips:.0f} | {ips / base:.2f} | {q1:.2f}-{q3:.2f} |")
         rows[f"train_images_per_s_{KEYS[name]}"] = ips
         rows[f"train_ratio_{KEYS[name]}_over_fp"] = ips / base
+        rows[f"train_ratio_{KEYS[name]}_over_fp_quartiles"] = [q1, q3]
     return rows
 
 
