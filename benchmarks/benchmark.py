@@ -110,8 +110,7 @@ def bench_train(repeats: int):
     rows = {}
     for name, ts in times.items():
         ips = 128 / statistics.median(ts)
-        per_round = [f / t for f, t in zip(times["full precision"], ts)]
-        q1, _, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        q1, q3 = _ratio_quartiles(times["full precision"], ts)
         print(f"| {name} | {ips:.0f} | {ips / base:.2f} | {q1:.2f}-{q3:.2f} |")
         rows[f"train_images_per_s_{KEYS[name]}"] = ips
         rows[f"train_ratio_{KEYS[name]}_over_fp"] = ips / base
@@ -233,9 +232,9 @@ def bench_criteria(repeats: int):
     return rows
 
 
-def _interleaved_medians(nets: dict, x: torch.Tensor, repeats: int) -> dict:
-    """Median forward time of each net on ``x`` (after one warm-up or compiling call each), the nets
-    interleaved so that they share the machine's noise."""
+def _interleaved_times(nets: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Each net's forward times on ``x``, round by round (after one warm-up or compiling call each), the
+    nets interleaved so that they share the machine's noise."""
     times = {k: [] for k in nets}
     with torch.no_grad():
         for net in nets.values():
@@ -243,7 +242,22 @@ def _interleaved_medians(nets: dict, x: torch.Tensor, repeats: int) -> dict:
         for _ in range(repeats):
             for k, net in nets.items():
                 times[k].append(timed(lambda net=net: net(x), 1))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _interleaved_medians(nets: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Median forward time of each net on ``x``, interleaved (:func:`_interleaved_times`)."""
+    return {k: statistics.median(v) for k, v in _interleaved_times(nets, x, repeats).items()}
+
+
+def _ratio_quartiles(numerators: list, denominators: list) -> list:
+    """Quartiles ``[q1, q3]`` of the round-by-round ratios ``numerators[i] / denominators[i]``: how far one
+    run's ratio of medians can be trusted."""
+    ratios = [a / b for a, b in zip(numerators, denominators)]
+    if len(ratios) < 2:
+        return ratios * 2
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return [q1, q3]
 
 
 def bench_inference(repeats: int):
@@ -253,9 +267,9 @@ def bench_inference(repeats: int):
     x = torch.randn(256, 1, 28, 28)
     print("\n## CPU inference, ResNet-20 pruned by half (block mode) against unpruned, batch 256")
     print("(modules: the training form in eval mode; fused: qrepro.inference.fuse_for_inference, weights "
-          "pre-quantized, BatchNorm and scales folded)")
-    print("| model | form | unpruned ms | pruned ms | time ratio | MAC ratio | fused speed-up (unpruned) |\n"
-          "|---|---|---|---|---|---|---|")
+          "pre-quantized, BatchNorm and scales folded; spread: the quartiles of the round-by-round time ratios)")
+    print("| model | form | unpruned ms | pruned ms | time ratio | spread | MAC ratio | fused speed-up (unpruned) |\n"
+          "|---|---|---|---|---|---|---|---|")
     rows = {}
     for scheme in ("bnn", "dorefa"):
         model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
@@ -263,12 +277,18 @@ def bench_inference(repeats: int):
         nets = {"model": model, "pruned": pruned, "fused": fuse_for_inference(model),
                 "fused_pruned": fuse_for_inference(pruned), "unfolded": fuse_for_inference(model, fold=False),
                 "unfolded_pruned": fuse_for_inference(pruned, fold=False)}
-        t = _interleaved_medians(nets, x, repeats)
+        raw = _interleaved_times(nets, x, repeats)
+        t = {k: statistics.median(v) for k, v in raw.items()}
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-        for form, a, b in (("modules", t["model"], t["pruned"]), ("fused", t["fused"], t["fused_pruned"]),
-                           ("fused, no column folding", t["unfolded"], t["unfolded_pruned"])):
+        for form, a, b, key in (("modules", "model", "pruned", "pruned_half_time_ratio"),
+                                ("fused", "fused", "fused_pruned", "fused_pruned_half_time_ratio"),
+                                ("fused, no column folding", "unfolded", "unfolded_pruned",
+                                 "fused_unfolded_pruned_half_time_ratio")):
             speedup = f"{t['model'] / t['fused']:.2f}" if form == "fused" else ""
-            print(f"| {scheme} | {form} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | {speedup} |")
+            q1, q3 = _ratio_quartiles(raw[b], raw[a])
+            rows[f"{key}_{scheme}_quartiles"] = [q1, q3]
+            print(f"| {scheme} | {form} | {1000 * t[a]:.1f} | {1000 * t[b]:.1f} | {t[b] / t[a]:.2f} | "
+                  f"{q1:.2f}-{q3:.2f} | {macs:.2f} | {speedup} |")
         rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = \
             t["pruned"] / t["model"], macs
         rows[f"fused_pruned_half_time_ratio_{scheme}"] = t["fused_pruned"] / t["fused"]
@@ -278,18 +298,23 @@ def bench_inference(repeats: int):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            one = _interleaved_medians({k: nets[k] for k in ("fused", "fused_pruned")}, x, repeats)
+            one = _interleaved_times({k: nets[k] for k in ("fused", "fused_pruned")}, x, repeats)
         finally:
             torch.set_num_threads(threads)
-        a, b = one["fused"], one["fused_pruned"]
-        print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | |")
+        a, b = statistics.median(one["fused"]), statistics.median(one["fused_pruned"])
+        q1, q3 = _ratio_quartiles(one["fused_pruned"], one["fused"])
+        print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {q1:.2f}-{q3:.2f} | "
+              f"{macs:.2f} | |")
         rows[f"fused_pruned_half_time_ratio_{scheme}_1thread"] = b / a
+        rows[f"fused_pruned_half_time_ratio_{scheme}_1thread_quartiles"] = [q1, q3]
         # torch.compile (inductor) of the fused forms: elementwise work fused around the convolutions
-        comp = _interleaved_medians({k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}, x, repeats)
-        a, b = comp["fused"], comp["fused_pruned"]
-        print(f"| {scheme} | fused, compiled | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {macs:.2f} | "
-              f"{t['model'] / a:.2f} |")
+        comp = _interleaved_times({k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}, x, repeats)
+        a, b = statistics.median(comp["fused"]), statistics.median(comp["fused_pruned"])
+        q1, q3 = _ratio_quartiles(comp["fused_pruned"], comp["fused"])
+        print(f"| {scheme} | fused, compiled | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {q1:.2f}-{q3:.2f} | "
+              f"{macs:.2f} | {t['model'] / a:.2f} |")
         rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
+        rows[f"fused_compiled_pruned_half_time_ratio_{scheme}_quartiles"] = [q1, q3]
         rows[f"fused_compiled_speedup_{scheme}"] = t["model"] / a
     rows.update(_bench_block_convolutions(x.shape[0], repeats))
     rows.update(_bench_column_folding(x.shape[0], repeats))
