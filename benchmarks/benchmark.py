@@ -271,29 +271,34 @@ def bench_inference(repeats: int):
     print("| model | form | unpruned ms | pruned ms | time ratio | spread | MAC ratio | fused speed-up (unpruned) |\n"
           "|---|---|---|---|---|---|---|---|")
     rows = {}
+
+    def row(scheme, form, unpruned, pruned, key, macs, speedup=""):
+        """Print one table row from two nets' round-by-round times; the ratio of medians and its quartiles
+        go to ``rows[key]`` and ``rows[key + "_quartiles"]``. Returns the unpruned median."""
+        a, b = statistics.median(unpruned), statistics.median(pruned)
+        q1, q3 = _ratio_quartiles(pruned, unpruned)
+        print(f"| {scheme} | {form} | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {q1:.2f}-{q3:.2f} | "
+              f"{macs:.2f} | {speedup} |")
+        rows[key], rows[f"{key}_quartiles"] = b / a, [q1, q3]
+        return a
+
     for scheme in ("bnn", "dorefa"):
         model = quantize_model(build_model("resnet20", in_channels=1), scheme).eval()
         pruned = prune(model, 0.5).eval()
         nets = {"model": model, "pruned": pruned, "fused": fuse_for_inference(model),
                 "fused_pruned": fuse_for_inference(pruned), "unfolded": fuse_for_inference(model, fold=False),
                 "unfolded_pruned": fuse_for_inference(pruned, fold=False)}
-        raw = _interleaved_times(nets, x, repeats)
-        t = {k: statistics.median(v) for k, v in raw.items()}
+        t = _interleaved_times(nets, x, repeats)
         macs = count_macs(pruned, x[:1]) / count_macs(model, x[:1])
-        for form, a, b, key in (("modules", "model", "pruned", "pruned_half_time_ratio"),
-                                ("fused", "fused", "fused_pruned", "fused_pruned_half_time_ratio"),
-                                ("fused, no column folding", "unfolded", "unfolded_pruned",
-                                 "fused_unfolded_pruned_half_time_ratio")):
-            speedup = f"{t['model'] / t['fused']:.2f}" if form == "fused" else ""
-            q1, q3 = _ratio_quartiles(raw[b], raw[a])
-            rows[f"{key}_{scheme}_quartiles"] = [q1, q3]
-            print(f"| {scheme} | {form} | {1000 * t[a]:.1f} | {1000 * t[b]:.1f} | {t[b] / t[a]:.2f} | "
-                  f"{q1:.2f}-{q3:.2f} | {macs:.2f} | {speedup} |")
-        rows[f"pruned_half_time_ratio_{scheme}"], rows[f"pruned_half_mac_ratio_{scheme}"] = \
-            t["pruned"] / t["model"], macs
-        rows[f"fused_pruned_half_time_ratio_{scheme}"] = t["fused_pruned"] / t["fused"]
-        rows[f"fused_unfolded_pruned_half_time_ratio_{scheme}"] = t["unfolded_pruned"] / t["unfolded"]
-        rows[f"fused_speedup_{scheme}"] = t["model"] / t["fused"]
+        rows[f"pruned_half_mac_ratio_{scheme}"] = macs
+        modules = statistics.median(t["model"])
+        speedup = modules / statistics.median(t["fused"])
+        row(scheme, "modules", t["model"], t["pruned"], f"pruned_half_time_ratio_{scheme}", macs)
+        row(scheme, "fused", t["fused"], t["fused_pruned"], f"fused_pruned_half_time_ratio_{scheme}", macs,
+            f"{speedup:.2f}")
+        row(scheme, "fused, no column folding", t["unfolded"], t["unfolded_pruned"],
+            f"fused_unfolded_pruned_half_time_ratio_{scheme}", macs)
+        rows[f"fused_speedup_{scheme}"] = speedup
         # one thread: the pruned model's smaller convolutions split less well over two threads
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -301,21 +306,14 @@ def bench_inference(repeats: int):
             one = _interleaved_times({k: nets[k] for k in ("fused", "fused_pruned")}, x, repeats)
         finally:
             torch.set_num_threads(threads)
-        a, b = statistics.median(one["fused"]), statistics.median(one["fused_pruned"])
-        q1, q3 = _ratio_quartiles(one["fused_pruned"], one["fused"])
-        print(f"| {scheme} | fused, 1 thread | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {q1:.2f}-{q3:.2f} | "
-              f"{macs:.2f} | |")
-        rows[f"fused_pruned_half_time_ratio_{scheme}_1thread"] = b / a
-        rows[f"fused_pruned_half_time_ratio_{scheme}_1thread_quartiles"] = [q1, q3]
+        row(scheme, "fused, 1 thread", one["fused"], one["fused_pruned"],
+            f"fused_pruned_half_time_ratio_{scheme}_1thread", macs)
         # torch.compile (inductor) of the fused forms: elementwise work fused around the convolutions
         comp = _interleaved_times({k: torch.compile(nets[k]) for k in ("fused", "fused_pruned")}, x, repeats)
-        a, b = statistics.median(comp["fused"]), statistics.median(comp["fused_pruned"])
-        q1, q3 = _ratio_quartiles(comp["fused_pruned"], comp["fused"])
-        print(f"| {scheme} | fused, compiled | {1000 * a:.1f} | {1000 * b:.1f} | {b / a:.2f} | {q1:.2f}-{q3:.2f} | "
-              f"{macs:.2f} | {t['model'] / a:.2f} |")
-        rows[f"fused_compiled_pruned_half_time_ratio_{scheme}"] = b / a
-        rows[f"fused_compiled_pruned_half_time_ratio_{scheme}_quartiles"] = [q1, q3]
-        rows[f"fused_compiled_speedup_{scheme}"] = t["model"] / a
+        compiled = statistics.median(comp["fused"])
+        row(scheme, "fused, compiled", comp["fused"], comp["fused_pruned"],
+            f"fused_compiled_pruned_half_time_ratio_{scheme}", macs, f"{modules / compiled:.2f}")
+        rows[f"fused_compiled_speedup_{scheme}"] = modules / compiled
     rows.update(_bench_block_convolutions(x.shape[0], repeats))
     rows.update(_bench_column_folding(x.shape[0], repeats))
     return rows
