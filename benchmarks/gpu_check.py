@@ -20,6 +20,7 @@ exit code 1 if any section failed.  ``--device cpu`` runs the same script here (
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -34,10 +35,20 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # runs from the source tree, without an install
 
+from timing import count_macs, interleaved_medians  # noqa: E402
+
+from qrepro import study  # noqa: E402
 from qrepro.checkpoint import environment_info  # noqa: E402
+from qrepro.config import load_study  # noqa: E402
+from qrepro.data import load_synthetic, skip_cifar10_integrity_check, write_fake_cifar10  # noqa: E402
 from qrepro.device import autocast, resolve_device  # noqa: E402
+from qrepro.inference import fuse_for_inference  # noqa: E402
+from qrepro.models import build_model  # noqa: E402
+from qrepro.objective import PruneObjective  # noqa: E402
+from qrepro.prune import prunable_layers, prune  # noqa: E402
+from qrepro.quantize import quantize_model  # noqa: E402
 
 
 def section_tests(device) -> dict:
@@ -54,12 +65,6 @@ def section_tests(device) -> dict:
 
 
 def section_study(device, limit: int = 512) -> dict:
-    import dataclasses
-
-    from qrepro import study
-    from qrepro.config import load_study
-    from qrepro.data import skip_cifar10_integrity_check, write_fake_cifar10
-
     skip_cifar10_integrity_check()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_fake_cifar10(Path(tmp) / "data", per_batch=limit // 4)
@@ -97,9 +102,6 @@ def _train_rate(model, x, y, steps: int, bf16: bool, device) -> float:
 
 
 def section_throughput(device, steps: int = 20) -> dict:
-    from qrepro.models import build_model
-    from qrepro.quantize import quantize_model
-
     rows = {}
     settings = [("resnet20", 128, (1, 28, 28), False, False), ("resnet20", 1024, (1, 28, 28), False, False),
                 ("resnet18", 256, (3, 224, 224), True, True)]
@@ -134,12 +136,6 @@ def section_throughput(device, steps: int = 20) -> dict:
 
 
 def _evaluation_seconds(device) -> float:
-    from qrepro.data import load_synthetic
-    from qrepro.models import build_model
-    from qrepro.objective import PruneObjective
-    from qrepro.prune import prunable_layers
-    from qrepro.quantize import quantize_model
-
     splits = load_synthetic(n_train=2048, n_test=128, image_size=28, batch_size=128, val_size=1024).to(device)
     model = quantize_model(build_model("resnet20", in_channels=1, num_classes=4), "bnn").to(device)
     obj = PruneObjective(model, splits, bn_batches=5, val_images=1000)
@@ -154,13 +150,6 @@ def _evaluation_seconds(device) -> float:
 
 
 def section_inference(device, repeats: int = 20) -> dict:
-    from benchmark import _interleaved_medians, count_macs
-
-    from qrepro.inference import fuse_for_inference
-    from qrepro.models import build_model
-    from qrepro.prune import prune
-    from qrepro.quantize import quantize_model
-
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def synced(net):  # a forward that returns when the device has finished it
@@ -182,7 +171,7 @@ def section_inference(device, repeats: int = 20) -> dict:
             nets = {"modules": model, "modules_pruned": pruned, "fused": fuse_for_inference(model),
                     "fused_pruned": fuse_for_inference(pruned)}
             # interleaved, after a warm-up call each: the four forms share the device's state
-            ms = {k: 1000 * t for k, t in _interleaved_medians({k: synced(n) for k, n in nets.items()}, x,
+            ms = {k: 1000 * t for k, t in interleaved_medians({k: synced(n) for k, n in nets.items()}, x,
                                                                 repeats).items()}
             name = f"{arch}_b{batch}_{scheme}"
             rows[name] = {"ms": ms, "mac_ratio": macs, "modules_time_ratio": ms["modules_pruned"] / ms["modules"],

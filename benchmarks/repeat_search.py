@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from qrepro.config import load_study
-from qrepro.search import read_journal
+from qrepro.journal import read_journal
 from qrepro.study import _close_dask, make_search, study_graph
 
 

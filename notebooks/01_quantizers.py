@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
 
-from qrepro import report, study
+from qrepro import report
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -76,7 +76,7 @@ report.save_figure(fig, "quantizers_ste", results)
 # ## Latent against quantized weights of a trained layer
 
 # %%
-bases = {k: study.load_base(k, smoke, results)[0] for k in study.QUANT_KINDS}
+bases = {k: report.load_base(k, smoke, results)[0] for k in report.QUANT_KINDS}
 layer = "layer2.1.conv1"
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 for ax, (kind, model) in zip(axes, bases.items()):

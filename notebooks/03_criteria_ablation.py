@@ -36,7 +36,7 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from qrepro import report, study
+from qrepro import report
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -48,7 +48,7 @@ summary[summary.stage == "bn"].pivot_table(index=["model", "ratio"], columns="cr
 # %%
 bn = df[df.stage == "bn"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
-for ax, kind in zip(axes, study.QUANT_KINDS):
+for ax, kind in zip(axes, report.QUANT_KINDS):
     sns.lineplot(bn[bn.model == kind], x="ratio", y="val_acc", hue="criterion", style="criterion", markers=True,
                  errorbar="sd", ax=ax)
     ax.set_title(f"{report.LABELS[kind]}: after BN re-estimation")

@@ -38,12 +38,12 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from qrepro import report, study
+from qrepro import report
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 # %%
-settings = study.study_settings(smoke)["search"]
+settings = report.study_settings(smoke)["search"]
 everything = report.search_frame(smoke, results)
 sf = everything[everything.criterion == settings["criterion"]]  # BO with other criteria: the last section
 budget = settings["budget"]

@@ -46,7 +46,7 @@ sf = report.search_frame(smoke, results)
 par = sf[sf["mode"] == "pareto"].copy()
 kind = par.model.iloc[0]
 par["size_MB"] = par.size_bytes / report.MB
-from qrepro.search import pareto_front
+from qrepro.gp import pareto_front
 mask = pareto_front(torch.tensor(par[["value", "pruned_fraction"]].to_numpy(), dtype=torch.double)).numpy()
 front = par[mask].sort_values("size_MB")
 ab = report.ablation_frame(smoke, results)
@@ -72,7 +72,7 @@ report.read_table("pareto_front", smoke, results)
 # run to run; in index order the curve is the same in every run (as the convergence curves of notebook 4).
 
 # %%
-from qrepro.search import hypervolume
+from qrepro.gp import hypervolume
 
 par = par.sort_values("index")
 pts = torch.tensor(par[["value", "pruned_fraction"]].to_numpy(), dtype=torch.double)

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import display
 
-from qrepro import report, study
+from qrepro import report
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -47,10 +47,10 @@ sns.set_theme(style="whitegrid", context="notebook")
 # Pruning costs accuracy at once; fine-tuning wins some or all of it back. To choose the length of the final fine-tune, one configuration (the BNN at the uniform ratio that removes half the size, the hardest case) is fine-tuned for several lengths, each with its own cosine schedule as a final model's. The final models use the length the preset gives (`final.epochs`, the dash-dotted line); where the curve still climbs past it, a longer fine-tune would close more of the gap (the README's *Protocol* says what the budget allowed).
 
 # %%
-settings = study.study_settings(smoke)
+settings = report.study_settings(smoke)
 if settings["final"]["recovery_epochs"]:
     rec = report.read_table("recovery", smoke, results)
-    base = study.read_json("test_metrics", smoke, results)["base"][settings["final"]["recovery_model"]]["test_acc"]
+    base = report.read_json("test_metrics", smoke, results)["base"][settings["final"]["recovery_model"]]["test_acc"]
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.plot(rec.epochs, rec.test_acc, "o-", label="pruned, fine-tuned (test)")
     ax.plot(rec.epochs, rec.val_acc, "s--", label="pruned, fine-tuned (validation)")

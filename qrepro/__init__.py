@@ -13,6 +13,11 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
 
-from .quantize import (binarize_activation, binarize_weight, dorefa_activation, dorefa_weight,  # noqa: F401
-                       quantize_model)
+from .quantize import (  # noqa: F401
+                       binarize_activation,
+                       binarize_weight,
+                       dorefa_activation,
+                       dorefa_weight,
+                       quantize_model,
+)
 from .size import model_size_bytes, size_breakdown  # noqa: F401

@@ -8,8 +8,9 @@ Its **key** hashes four components (showyourwork and DVC track the same things):
 * ``data``: the identity of the dataset it reads (name and the SHA-256 of its files'
   content, :func:`qrepro.data.dataset_identity`), for artifacts that read data;
 * ``code``: a fingerprint of the source it depends on -- whole ``qrepro`` modules
-  (``"criteria"``) or single functions (``"study:run_ablation"``), as a normalized syntax
-  tree, so comments and docstrings do not count and any change of code does.
+  (``"criteria"``) or single functions (``"study:make_ablation"``), as a normalized syntax
+  tree, so comments and docstrings do not count and any change of code does.  The list is
+  computed (:func:`code_closure`) from what the artifact's maker references, never written by hand.
 
 **One completion rule**: an artifact exists once its final atomic write has happened and
 :meth:`Graph.record` has written its SHA-256 into ``results/manifest.json``.  A file with
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import KEY_LENGTH, config_key
+from .distributed import barrier, is_main
 from .errors import BadInput
 from .paths import manifest_path, results_dir
 
@@ -84,6 +86,64 @@ def code_fingerprint(spec: str) -> str:
     return source_fingerprint(inspect.getsource(obj))
 
 
+def _module_tree(module: str) -> ast.Module:
+    return ast.parse(inspect.getsource(importlib.import_module(f"qrepro.{module}")))
+
+
+@functools.lru_cache(maxsize=None)
+def _top_level(module: str) -> tuple[dict, dict]:
+    """``module``'s top-level names: ``{name: qrepro module it was imported from}`` and
+    ``{name: its definition node}`` (functions and classes)."""
+    imported, defined = {}, {}
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            for alias in node.names:
+                target = node.module.split(".")[0] if node.module else alias.name  # ``from . import x``: module x
+                imported[alias.asname or alias.name] = target
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined[node.name] = node
+    return imported, defined
+
+
+def _referenced(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _module_closure(modules: set[str]) -> set[str]:
+    """``modules`` and every ``qrepro`` module they import, transitively (imports are at the top
+    of every module, tests/test_imports.py)."""
+    seen, todo = set(), list(modules)
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(set(_top_level(m)[0].values()))
+    return seen
+
+
+def code_closure(*functions: Callable, exempt=()) -> tuple[str, ...]:
+    """The code specs ``functions`` run: each function (``"module:name"``), the functions and
+    classes of its module it names (annotations included, so a context object's methods count),
+    transitively, and every ``qrepro`` module those name, with everything those modules import;
+    minus the ``exempt`` modules (bookkeeping that never changes an artifact's content)."""
+    specs, modules = set(), set()
+    todo = [(f.__module__.split(".")[-1], f.__name__) for f in functions]
+    while todo:
+        module, name = todo.pop()
+        if f"{module}:{name}" in specs:
+            continue
+        specs.add(f"{module}:{name}")
+        imported, defined = _top_level(module)
+        for ref in _referenced(defined[name]):
+            if ref in defined:
+                todo.append((module, ref))
+            elif ref in imported:
+                modules.add(imported[ref])
+    modules = _module_closure(modules)
+    own = {s.partition(":")[0] for s in specs}
+    return tuple(sorted(specs | {m for m in modules if m not in exempt and m not in own}))
+
+
 # --------------------------------------------------------------------------- graph
 @dataclass
 class Artifact:
@@ -94,7 +154,7 @@ class Artifact:
     folder: str
     stem: str
     suffix: str
-    make: Callable | None = None  # make(graph, artifact, path): writes ``path`` (atomically)
+    make: Callable | None = None  # make(context, artifact, path): writes ``path`` (atomically)
     config: dict = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
@@ -143,7 +203,6 @@ class Graph:
         self._components: dict[str, dict] = {}
         self._status: dict[str, Status] = {}
         self._digests: dict[Path, tuple[float, int, str]] = {}
-        self.progress, self.config, self.data_root = True, None, None
         for a in artifacts:  # pin the fingerprints of the code this process runs (edits made later are not it)
             for c in a.code:
                 code_fingerprint(c)
@@ -304,7 +363,8 @@ class Graph:
             for rel, e in entries.items():  # a legacy artifact made by this config, data and inputs
                 same = all(e["components"].get(c) == expected[c] for c in ("config", "data", "inputs"))
                 if e.get("legacy") and same:
-                    st = self._check_file(id, self.root / rel, e, "legacy", "made before code fingerprints existed")
+                    st = self._check_file(id, self.root / rel, e, "legacy",
+                                          e.get("note", "made before code fingerprints existed"))
                     break
             if st is None:
                 if path.exists() and here is None:
@@ -318,6 +378,49 @@ class Graph:
                     st = Status(id, "missing", path)
         self._status[id] = st
         return st
+
+    def carry_forward(self, note: str) -> list[str]:
+        """Re-record as ``legacy`` (usable, its code no longer checked; ``note`` says why) every
+        artifact that is stale only because code changed: same config, data and inputs, content
+        intact.  For a change shown to compute the same thing (a restructuring, with a test that
+        compares the smoke study's artifacts before and after); the next rebuild replaces them.
+        Upstream artifacts go first, so their dependants' inputs still match.  Returns the ids."""
+        done = []
+        for id in self._upstream_first():
+            self._status.clear()
+            self._components.clear()
+            if self.status(id).state != "stale":
+                continue
+            expected = self.components(id)
+            entries = {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id
+                       and all(e["components"].get(c) == expected[c] for c in ("config", "data", "inputs"))}
+            if not entries:
+                continue
+            rel, e = max(entries.items(), key=lambda kv: kv[1].get("written", ""))
+            if self._check_file(id, self.root / rel, e, "ok").state != "ok":
+                continue
+            with self._locked():
+                m = self.manifest()
+                m["artifacts"][rel] = {**e, "components": {**e["components"], "code": None}, "legacy": True,
+                                       "note": note}
+                self._write_manifest(m)
+            done.append(id)
+        self._status.clear()
+        self._components.clear()
+        return done
+
+    def _upstream_first(self) -> list[str]:
+        order, seen = [], set()
+
+        def visit(i):
+            if i not in seen:
+                seen.add(i)
+                for j in self[i].inputs:
+                    visit(j)
+                order.append(i)
+        for i in self.artifacts:
+            visit(i)
+        return order
 
     def orphans(self) -> list[str]:
         """Recorded files of this study's artifacts that no current artifact resolves to: older
@@ -358,13 +461,12 @@ class Graph:
     def done(self, id: str) -> bool:
         return self.status(id).usable
 
-    def build(self, id: str) -> Path:
-        """Make ``id`` unless it is fresh or legacy; its inputs must be usable."""
+    def build(self, id: str, context=None) -> Path:
+        """Make ``id`` unless it is fresh or legacy; its inputs must be usable.  The maker is called
+        as ``make(context, artifact, path)`` (``context``: what makers share, by default this graph)."""
         if self.done(id):
             print(f"[cached] {self.status(id).path.name}")
             return self.status(id).path
-        from .distributed import barrier, is_main
-
         a = self[id]
         for i in a.inputs:
             self.resolve(i)
@@ -377,7 +479,7 @@ class Graph:
             os.replace(path, aside)
             print(f"[moved aside] {path.name} ({st.state}: {st.detail}) -> {aside.name}")
         barrier()
-        a.make(self, a, path)  # under torchrun every rank trains; only rank 0 writes
+        a.make(self if context is None else context, a, path)  # under torchrun every rank trains; only rank 0 writes
         if is_main():
             self.record(id, path)
         barrier()  # the other ranks read the record rank 0 just wrote

@@ -7,6 +7,7 @@ the channels a pruning removed (the kept indices are recorded), and loads with `
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata as md
 import os
 import platform
 import sys
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from .errors import BadInput
 from .models import build_model
+from .prune import apply_kept
 from .quantize import make_spec, quantize_model
 
 FORMAT = "qrepro-checkpoint"
@@ -29,8 +31,6 @@ class CheckpointError(BadInput):
 
 def environment_info() -> dict:
     """Versions and device, recorded beside every result."""
-    import importlib.metadata as md
-
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
     for pkg in ("torch", "torchvision", "botorch", "gpytorch", "numpy", "pandas", "qrepro"):
         try:
@@ -81,8 +81,6 @@ def state_digest(state: dict) -> str:
 def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Module:
     """The model an ``arch`` / ``quant`` record describes, narrowed as the ``pruned`` record
     (mode, scale convention, kept channels per group) says, with ``prune.apply_kept``."""
-    from .prune import apply_kept
-
     model = build_model(arch["name"], **arch.get("kwargs", {}))
     if quant:
         model = quantize_model(model, quant["scheme"], w_bits=quant["w_bits"], a_bits=quant["a_bits"],

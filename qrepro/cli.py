@@ -14,12 +14,22 @@ import typing
 from dataclasses import field
 from pathlib import Path
 
-from .config import add_options, available_presets, from_mapping, options_given, read_config_file
+from .checkpoint import load_checkpoint
+from .config import available_presets, check_scheduler, load_study
+from .criteria import CRITERIA
+from .data import load_splits
+from .device import check_device_spelling, resolve_device
 from .distributed import launch_rank
 from .errors import BadInput, check_input_file, check_output_file
+from .notebooks import notebook_paths, run_notebooks
+from .objective import PruneObjective
 from .paths import README_PATH
-from .search import SearchConfig
-from .train import TrainConfig
+from .prune import prunable_layers
+from .readme import sync_readme
+from .search import SearchConfig, SizeModel, check_reachable, search_ratios
+from .study import STAGES, run_study, status_lines, study_graph
+from .train import TrainConfig, train_model
+from .validation import add_options, from_mapping, options_given, read_config_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,10 +40,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _job_post_init(self):
-    from .config import check_scheduler
-    from .criteria import CRITERIA
-    from .device import check_device_spelling
-
     if self.criterion not in CRITERIA:
         raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
     if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
@@ -75,8 +81,6 @@ SearchJob.__module__ = __name__
 
 # --------------------------------------------------------------------------- commands
 def _cmd_train(args) -> int:
-    from .train import train_model
-
     cfg = read_config_file(args.config) if args.config else {}
     cfg.update(options_given(args, TrainConfig))
     where = args.config or "train options"
@@ -91,12 +95,6 @@ def _cmd_train(args) -> int:
 
 def _cmd_search(args) -> int:
     """Run one ratio search on a trained checkpoint, from a config file (options override it)."""
-    from .checkpoint import load_checkpoint
-    from .data import load_splits
-    from .objective import PruneObjective
-    from .prune import prunable_layers
-    from .search import SizeModel, check_reachable, search_ratios
-
     data = read_config_file(args.config)
     data.update(options_given(args, SearchJob))
     job = from_mapping(SearchJob, data, args.config)
@@ -105,7 +103,6 @@ def _cmd_search(args) -> int:
     summary = Path(job.summary or journal.with_suffix(".summary.json"))
     check_output_file(journal, f"{args.config}: journal")
     check_output_file(summary, f"{args.config}: summary")
-    from .device import resolve_device
 
     resolve_device(job.device)
     model, payload = load_checkpoint(job.checkpoint)
@@ -141,18 +138,12 @@ def _cmd_search(args) -> int:
 
 def _preset(args):
     """The study the options name: a preset (``--smoke``: ``smoke``), shrunk by ``--limit``, on ``--device``."""
-    import dataclasses
-
-    from .config import load_study
-
     cfg = load_study("smoke" if getattr(args, "smoke", False) else args.preset)
     if getattr(args, "limit", None) is not None:
         cfg = cfg.shrunk(args.limit)
     if getattr(args, "device", None):
         cfg = dataclasses.replace(cfg, device=args.device)
     if getattr(args, "scheduler", None) is not None or getattr(args, "eval_workers", None) is not None:
-        from .config import check_scheduler
-
         scheduler = args.scheduler or cfg.search.scheduler
         workers = args.eval_workers if args.eval_workers is not None else \
             (cfg.search.workers if scheduler == cfg.search.scheduler else None)
@@ -165,37 +156,32 @@ def _preset(args):
 
 
 def _cmd_study(args) -> int:
-    from .study import STAGES, run_study
-
     log = run_study(args.stages or list(STAGES), preset=_preset(args), root=args.results, data_root=args.data_root)
     print(f"study log: {log}")
     return 0
 
 
 def _cmd_status(args) -> int:
-    from .study import status_lines, study_graph
-
-    graph = study_graph(_preset(args), args.results, args.data_root)
+    cfg = _preset(args)
+    if args.carry_forward:
+        ids = study_graph(cfg, args.results, args.data_root).carry_forward(args.carry_forward)
+        print(f"carried forward {len(ids)} artifacts as legacy ({args.carry_forward})")
     if args.remove_orphans:
-        for rel in graph.remove_orphans():
+        for rel in study_graph(cfg, args.results, args.data_root).remove_orphans():
             print(f"removed {rel} (an older version)")
-    lines, code = status_lines(graph=graph)
+    lines, code = status_lines(cfg, args.results, args.data_root)
     print("\n".join(lines))
     return code
 
 
 def _cmd_teach(args) -> int:
     """Execute the teaching notebooks (they read only the base checkpoints of the full or smoke study)."""
-    from .notebooks import run_notebooks
-
     run_notebooks(smoke=args.smoke, root=args.results, only=args.only, track="teaching")
     return 0
 
 
 def _cmd_readme(args) -> int:
     """Splice the study's tables into the README's marked blocks (``--check``: only compare)."""
-    from .readme import sync_readme
-
     changed = sync_readme(args.results, args.readme, check=args.check)
     where = args.readme or README_PATH.name
     if not changed:
@@ -207,9 +193,6 @@ def _cmd_readme(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .notebooks import notebook_paths, run_notebooks
-    from .study import status_lines
-
     names = [p.name for p in notebook_paths()]
     if args.only:
         bad = [o for o in args.only if not any(o in n for n in names)]
@@ -242,8 +225,6 @@ def _study_options(p, data=True):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .study import STAGES
-
     parser = _Parser(prog="python -m qrepro", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -278,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     _study_options(ss)
     ss.add_argument("--remove-orphans", action="store_true",
                     help="delete older versions of this study's artifacts (files no current artifact resolves to)")
+    ss.add_argument("--carry-forward", metavar="NOTE",
+                    help="maintainers: re-record artifacts stale only by a code change shown to compute the same "
+                         "(a restructuring with its equality test) as legacy, with NOTE saying which")
     ss.set_defaults(func=_cmd_status)
 
     r = sub.add_parser("reproduce", help="check the cache (status), then execute the notebooks with papermill")

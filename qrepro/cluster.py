@@ -19,7 +19,9 @@ proposes candidates and writes the journal.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import logging
+import multiprocessing
 import os
 import time
 import uuid
@@ -119,8 +121,6 @@ def _tune_worker_process(threads: int | None):
         return
     _TUNED = True
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large buffers from the heap, reused
@@ -255,8 +255,6 @@ def open_pool(objective: Callable, q: int = 1, executor: cf.Executor | None = No
     if executor is not None:
         return ExecutorPool(objective, executor, q)
     if q > 1:
-        import multiprocessing
-
         pool = cf.ProcessPoolExecutor(max_workers=q, mp_context=multiprocessing.get_context("spawn"))
         return ExecutorPool(objective, pool, q, owned=True)
     return InlinePool(objective)

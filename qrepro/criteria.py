@@ -6,6 +6,9 @@ a :class:`Selection`: the sorted indices to keep and, where it has them, one sco
 filter (higher = more important).  ``select_filters(view, n_keep, "redundancy")`` looks
 the name up in ``CRITERIA``.
 
+``VARIANTS`` names a criterion with fixed options (``"redundancy-gm"``): the one vocabulary of
+configs, presets and the command line.
+
 ``"redundancy"`` is this package's reading of the paper's "redundant low-precision
 filters" (METHOD.md): filters whose quantized codes repeat each other add little, so
 the closest pair among the kept filters loses its less important member until the
@@ -15,8 +18,8 @@ slimming, Liu et al. 2017, ``|gamma|``) and ``"random"``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -28,6 +31,8 @@ DISTANCES = ("hamming", "l2", "cosine")
 
 class CriterionError(BadInput):
     """A bad criterion name or option."""
+
+
 TIE_BREAKS = ("gamma", "geometric_median")
 
 
@@ -60,13 +65,46 @@ class Selection:
 
 Criterion = Callable[..., Selection]
 CRITERIA: dict[str, Criterion] = {}
+# the names configs, presets and the CLI use: a registered criterion with fixed options
+VARIANTS: dict[str, tuple[str, dict]] = {}
 
 
-def register(name: str):
+def register(name: str, **options):
+    """Register a criterion under ``name`` (also a variant of that name with ``options``)."""
     def deco(fn):
         CRITERIA[name] = fn
+        register_variant(name, name, **options)
         return fn
     return deco
+
+
+def register_variant(name: str, criterion: str, **options):
+    """Name ``criterion`` with fixed ``options`` (``"redundancy-gm"``: redundancy, geometric-median tie-break)."""
+    check_options(criterion, options)
+    VARIANTS[name] = (criterion, options)
+
+
+def variant(name: str) -> tuple[str, dict]:
+    """``(criterion, options)`` of a variant name; one clear error for an unknown one."""
+    if name not in VARIANTS:
+        raise CriterionError(f"unknown criterion {name!r}; accepted values: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def criterion_options(criterion: str) -> list[str]:
+    """The options a registered criterion accepts (its keyword parameters)."""
+    if criterion not in CRITERIA:
+        raise CriterionError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
+    return list(inspect.signature(CRITERIA[criterion]).parameters)[2:]
+
+
+def check_options(criterion: str, options: dict):
+    """Reject options ``criterion`` does not take (a typo must not run the default silently)."""
+    accepted = criterion_options(criterion)
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise CriterionError(f"criterion {criterion!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                             f"{', '.join(accepted) or 'none'}")
 
 
 def _top(scores: torch.Tensor, n_keep: int) -> Selection:
@@ -99,7 +137,7 @@ def pairwise_distances(codes: torch.Tensor, kind: str, distance: str | None = No
 
 
 # --------------------------------------------------------------------------- criteria
-@register("redundancy")
+@register("redundancy", tie_break="gamma")
 def redundancy(view: LayerView, n_keep: int, distance: str | None = None, tie_break: str = "gamma") -> Selection:
     """Greedy removal of the less important member of the closest pair of kept filters.
 
@@ -167,22 +205,6 @@ def random_selection(view: LayerView, n_keep: int, seed: int = 0) -> Selection:
     return _top(scores, n_keep)
 
 
-def criterion_options(criterion: str) -> list[str]:
-    """The options a registered criterion accepts (its keyword parameters)."""
-    if criterion not in CRITERIA:
-        raise CriterionError(f"unknown criterion {criterion!r}; registered: {', '.join(CRITERIA)}")
-    return list(inspect.signature(CRITERIA[criterion]).parameters)[2:]
-
-
-def check_options(criterion: str, options: dict):
-    """Reject options ``criterion`` does not take (a typo must not run the default silently)."""
-    accepted = criterion_options(criterion)
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        raise CriterionError(f"criterion {criterion!r} has no option {', '.join(map(repr, unknown))}; its options: "
-                             f"{', '.join(accepted) or 'none'}")
-
-
 def select_filters(view: LayerView, n_keep: int, criterion: str = "redundancy", **options) -> Selection:
     """Indices of the ``n_keep`` filters of ``view`` that ``criterion`` keeps."""
     check_options(criterion, options)
@@ -193,3 +215,6 @@ def select_filters(view: LayerView, n_keep: int, criterion: str = "redundancy", 
     sel = CRITERIA[criterion](view, n_keep, **options)
     assert len(sel.keep) == n_keep
     return sel
+
+
+register_variant("redundancy-gm", "redundancy", tie_break="geometric_median")

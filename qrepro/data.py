@@ -16,12 +16,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gzip
+import hashlib
+import inspect
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
+import torchvision.datasets.cifar as cifar
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from torchvision.datasets import ImageFolder
 
 from . import paths
 from .errors import BadInput
@@ -216,7 +225,6 @@ def subset_loader(loader, n_images: int | None = None, batch_size: int | None = 
     if isinstance(loader, TensorLoader):
         return loader.subset(n_images, batch_size=batch_size or loader.batch_size, shuffle=shuffle,
                              augment=augment, seed=seed)
-    from torch.utils.data import DataLoader, Subset
 
     n = len(loader.dataset) if n_images is None else min(n_images, len(loader.dataset))
     g = torch.Generator().manual_seed(seed)
@@ -273,8 +281,6 @@ def find_fashion_mnist(root: str | Path | None = None, download: bool = False) -
         if all(_idx_file(folder, stem) for pair in FASHION_FILES.values() for stem in pair):
             return folder
     if download:
-        import torchvision
-
         target = paths.DATA_DIR / "fashion-mnist"
         try:
             torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
@@ -308,8 +314,6 @@ def load_fashion_mnist(root=None, download=False, val_size=5000, batch_size=128,
 
 # --------------------------------------------------------------------------- CIFAR-10, ImageNet
 def load_cifar10(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None) -> Splits:
-    import torchvision
-
     root = Path(root) if root is not None else paths.DATA_DIR / "cifar10"
     try:
         train = torchvision.datasets.CIFAR10(str(root), train=True, download=download)
@@ -333,10 +337,6 @@ def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, 
 
     The validation split is held out of ``train/``; ``val/`` is the test set, as usual.
     """
-    import torchvision.transforms as T
-    from torch.utils.data import DataLoader, Subset
-    from torchvision.datasets import ImageFolder
-
     root = Path(root) if root is not None else paths.DATA_DIR / "imagenet"
     if not (root / "train").is_dir() or not (root / "val").is_dir():
         raise DatasetNotFound(f"ImageNet not found: expected ImageFolder layouts {root}/train/<class>/ and "
@@ -397,8 +397,6 @@ def load_splits(name: str, root=None, **kwargs) -> Splits:
 # --------------------------------------------------------------------------- identity (cache keys)
 def _content_digest(path: Path) -> str:
     """SHA-256 of a file's content, gunzipped if it is gzip (the same data hashes alike either way)."""
-    import hashlib
-
     h = hashlib.sha256()
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -418,8 +416,6 @@ def dataset_identity(name: str, root=None) -> dict:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
     if name == "synthetic":
-        import inspect
-
         return {"dataset": name, "generator": hashlib_text(inspect.getsource(load_synthetic))}
     if name == "fashion-mnist":
         folder = find_fashion_mnist(root)
@@ -439,8 +435,6 @@ def dataset_identity(name: str, root=None) -> dict:
 
 
 def hashlib_text(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -449,8 +443,6 @@ def write_fake_cifar10(root, per_batch: int = 40, test: int = 20, seed: int = 0)
     """Random images in torchvision's CIFAR-10 format (``root/cifar-10-batches-py/``), for smoke
     runs and tests where the real data is absent.  torchvision checks the real files' MD5, so a
     reader of these must skip that check (``skip_cifar10_integrity_check``)."""
-    import pickle
-
     base = Path(root) / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -470,8 +462,6 @@ def write_fake_cifar10(root, per_batch: int = 40, test: int = 20, seed: int = 0)
 
 def skip_cifar10_integrity_check():
     """Let torchvision's CIFAR-10 reader open :func:`write_fake_cifar10`'s files (it checks MD5s)."""
-    import torchvision.datasets.cifar as cifar
-
     cifar.CIFAR10._check_integrity = lambda self: True
     cifar.check_integrity = lambda *a, **k: True
 
@@ -479,8 +469,6 @@ def skip_cifar10_integrity_check():
 def write_fake_imagefolder(root, classes=("n01440764", "n01443537", "n01484850"), train: int = 60, val: int = 4,
                            size=(48, 56), seed: int = 0) -> Path:
     """Random JPEGs in ImageNet's ImageFolder layout (``root/{train,val}/<class>/*.JPEG``)."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for split, n in (("train", train), ("val", val)):
         for cls in classes:

@@ -6,9 +6,8 @@ that pay on a GPU; on the CPU they are accepted and do nothing, so one preset ru
 """
 from __future__ import annotations
 
-import os
-
 import contextlib
+import os
 import re
 
 import torch

@@ -25,7 +25,10 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
+from .data import TensorLoader
 from .errors import BadInput
 
 
@@ -174,8 +177,6 @@ def shard_loader(loader, seed: int = 0):
     """This rank's part of every global batch of ``loader``, its order and augmentation drawn from
     ``seed`` (the in-memory loader: a reseeded copy; a ``DataLoader`` in one process: unchanged, its
     order comes from torch's global RNG, which ``train`` seeds)."""
-    from .data import TensorLoader
-
     if isinstance(loader, TensorLoader):
         loader = loader.reseeded(seed)
     if not active():
@@ -186,8 +187,6 @@ def shard_loader(loader, seed: int = 0):
                        f"{n} processes; choose a multiple of {n}")
     if isinstance(loader, TensorLoader):
         return loader.shard(rank(), n)
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
 
     sampler = DistributedSampler(loader.dataset, num_replicas=n, rank=rank(), shuffle=True, seed=seed, drop_last=True)
     return DataLoader(loader.dataset, batch_size=loader.batch_size // n, sampler=sampler, drop_last=True,

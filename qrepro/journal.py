@@ -110,3 +110,86 @@ def append_record(path: str | Path, record: dict):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class JournalMismatch(BadInput):
+    """A journal written by a search with another configuration."""
+
+
+def _check_record(rec: dict) -> str | None:
+    """Why ``rec`` is not a valid journal record, or None."""
+    kind = rec.get("type")
+    if kind == "header":
+        return None if isinstance(rec.get("key"), str) and isinstance(rec.get("config"), dict) else "a header " \
+            "without key or config"
+    if kind not in ("pending", "eval"):
+        return f"unknown record type {kind!r}"
+    if not isinstance(rec.get("index"), int) or isinstance(rec.get("index"), bool) or rec["index"] < 0:
+        return "no valid index"
+    if not isinstance(rec.get("x"), list) or not all(isinstance(v, (int, float)) for v in rec["x"]):
+        return "no valid x"
+    if kind == "eval":
+        for name in ("value", "size", "pruned_fraction"):
+            if not isinstance(rec.get(name), (int, float)) or isinstance(rec.get(name), bool):
+                return f"no valid {name}"
+        if not isinstance(rec.get("feasible"), bool) or not isinstance(rec.get("ratios"), list):
+            return "no valid feasible / ratios"
+    return None
+
+
+def read_journal(path: str | Path, set_aside: bool = True) -> tuple[dict, list[dict]]:
+    """``(header, records)`` of a journal: valid records only, each index once (the first);
+    garbage lines are set aside (:mod:`qrepro.journal`), never lost or rewritten."""
+    records = read_records(path, _check_record, set_aside=set_aside)
+    if not records or records[0].get("type") != "header":
+        raise JournalMismatch(f"{path} is not a qrepro search journal (its first valid line is not a header); "
+                              "pass another journal path or move this file away")
+    body, seen = [], set()
+    for r in records[1:]:
+        if r["type"] == "header":
+            continue
+        if (r["type"], r["index"]) not in seen:
+            seen.add((r["type"], r["index"]))
+            body.append(r)
+    return records[0], body
+
+
+class Journal:
+    """JSON lines: a header, then ``pending`` (a candidate about to be evaluated) and
+    ``eval`` records, appended with :func:`qrepro.journal.append_record`.  Resuming keeps
+    every valid record; bad lines are set aside, the file is never rewritten."""
+
+    def __init__(self, path: str | Path | None, header: dict):
+        self.path = Path(path) if path is not None else None
+        self.header = header
+        self.records: list[dict] = []
+        if self.path is None:
+            return
+        if self.path.exists() and self.path.stat().st_size > 0:
+            stored, self.records = read_journal(self.path)
+            if stored["key"] != header["key"]:
+                raise JournalMismatch(
+                    f"{self.path} was written by a search with another configuration (key {stored['key']}, "
+                    f"this search has {header['key']}); pass a new journal path or move the old one away")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            append_record(self.path, {"type": "header", **header})
+
+    def add(self, record: dict):
+        self.records.append(record)
+        if self.path is not None:
+            append_record(self.path, record)
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.records if r["type"] == "eval"]
+
+    def pending(self) -> list[dict]:
+        done = {r["index"] for r in self.evals}
+        return [r for r in self.records if r["type"] == "pending" and r["index"] not in done]
+
+
+def load_journal(path: str | Path) -> tuple[dict, list[dict]]:
+    """``(header, eval records by index)`` of a journal, read-only (bad lines skipped and reported)."""
+    header, records = read_journal(path, set_aside=False)
+    return header, sorted((r for r in records if r["type"] == "eval"), key=lambda r: r["index"])

@@ -61,8 +61,6 @@ def check_parameters(smoke=False, results=None) -> tuple[bool, str | None]:
     (read as the bool they spell; ``"False"`` is never true); ``results``: ``None`` or the
     path of an existing results folder.
     """
-    from .errors import BadInput
-
     if isinstance(smoke, str) and smoke.strip().lower() in ("true", "false"):
         smoke = smoke.strip().lower() == "true"
     if not isinstance(smoke, bool):

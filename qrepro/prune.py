@@ -39,9 +39,9 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from .criteria import CRITERIA, LayerView, check_options, select_filters
 from .device import model_device, to_device
 from .errors import BadInput
-from .criteria import CRITERIA, LayerView, check_options, select_filters
 from .quantize import conv_from, is_quantized, linear_from
 
 MODES = ("block", "stage")

@@ -1,4 +1,4 @@
-"""Model-size accounting for quantized networks.
+"""Model-size accounting for quantized networks, and the analytic size model the search constrains.
 
 Convention (METHOD.md), in bits::
 
@@ -13,11 +13,15 @@ package that is a size carries :func:`describe` beside it.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import pandas as pd
+import torch
 import torch.nn as nn
 
+from .prune import apply_kept, n_keep, prune_groups
 from .quantize import is_quantized
 
 MB = 2**20
@@ -93,3 +97,45 @@ def model_size_mb(model: nn.Module, convention: SizeConvention = DEFAULT_CONVENT
 
 def describe(convention: SizeConvention = DEFAULT_CONVENTION) -> str:
     return convention.describe()
+
+
+@dataclass
+class SizeModel:
+    """Analytic size: ``base`` bytes, and per layer its filter count and bytes per filter."""
+
+    base: float
+    channels: dict[str, int]
+    bytes_per_filter: dict[str, float]
+
+    @classmethod
+    def from_model(cls, model, layers: Sequence[str] | None = None, convention=None) -> "SizeModel":
+        """Measure ``model``: bytes removed by pruning one filter of each block-mode layer."""
+        convention = convention or DEFAULT_CONVENTION
+        groups = prune_groups(model, "block")
+        layers = list(layers or groups)
+        base = model_size_bytes(model, convention)
+        per = {}
+        for name in layers:
+            one = apply_kept(copy.deepcopy(model), {name: list(range(groups[name].channels - 1))}, "block",
+                             "recompute")
+            per[name] = base - model_size_bytes(one, convention)
+        return cls(base, {n: groups[n].channels for n in layers}, per)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.channels)
+
+    def weights(self) -> torch.Tensor:
+        """``b_l N_l``: bytes removed per unit of ratio, per layer."""
+        return torch.tensor([self.bytes_per_filter[n] * self.channels[n] for n in self.layers], dtype=torch.double)
+
+    def linear_size(self, ratios: torch.Tensor) -> torch.Tensor:
+        return self.base - ratios.to(torch.double) @ self.weights()
+
+    def exact_size(self, ratios: Sequence[float]) -> float:
+        removed = sum(self.bytes_per_filter[n] * (self.channels[n] - n_keep(self.channels[n], float(r)))
+                      for n, r in zip(self.layers, ratios))
+        return self.base - removed
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -17,11 +17,28 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .errors import BadInput
-from .device import autocast, model_device, model_dtype, to_device
-from .quantize import is_quantized
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DATASETS, find_fashion_mnist, load_splits
+from .device import autocast, model_device, model_dtype, resolve_device, to_device
+from .distributed import (
+    active,
+    barrier,
+    convert_batchnorm,
+    describe,
+    init_from_env,
+    is_main,
+    revert_batchnorm,
+    set_epoch,
+    shard_loader,
+    world_size,
+)
+from .errors import BadInput, check_input_file, check_output_file
+from .models import ARCHITECTURES, build_model
+from .quantize import SCALINGS, SCHEMES, is_quantized, make_spec, quantize_model
+from .validation import check_field_types
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -53,11 +70,6 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step's model (pays after about 1.5 epochs on 2 CPU cores)
 
     def __post_init__(self):
-        from .config import check_field_types
-        from .data import DATASETS
-        from .models import ARCHITECTURES
-        from .quantize import SCALINGS, SCHEMES, make_spec
-
         def bad(what):
             raise BadInput(what)
 
@@ -165,8 +177,6 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     schedule, step, history); a run started again with the same ``cfg`` resumes from it, with
     the batches the uninterrupted run would have seen.
     """
-    from .distributed import active, convert_batchnorm, is_main, revert_batchnorm, set_epoch, shard_loader
-
     seed_everything(cfg.seed)
     device, dtype = model_device(model), model_dtype(model)
     if cfg.channels_last and device.type == "cuda":
@@ -190,8 +200,6 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
             tqdm.write(f"resumed from {state_path} at epoch {epoch}, step {step} of {total}")
     net = model
     if active():
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(convert_batchnorm(model, device),
                                       device_ids=[device.index] if device.type == "cuda" else None)
         # the 1x1 shortcut convolutions' gradients come with other strides than DDP's buckets: a copy, no error
@@ -244,15 +252,11 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
 
 
 def _state_key(cfg: TrainConfig, total: int) -> dict:
-    from .distributed import world_size
-
     return {"config": cfg.to_dict(), "total_steps": total, "world_size": world_size()}
 
 
 def _save_state(path, cfg, total, model, opt, sched, step, epoch, history):
     """Rank 0 writes the training state atomically (every rank holds the same weights)."""
-    from .distributed import barrier, is_main
-
     if is_main():
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -285,10 +289,6 @@ def _load_state(path, cfg, total, model, opt, sched) -> dict | None:
 
 def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
     """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized."""
-    from .checkpoint import load_checkpoint
-    from .models import build_model
-    from .quantize import quantize_model
-
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, **cfg.arch_kwargs}
     model = build_model(cfg.arch, **kwargs)
     if cfg.init_from:
@@ -303,20 +303,12 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
                 max_steps: int | None = None, device="auto", loader_options: dict | None = None):
     """Train the model ``cfg`` describes on ``device``, evaluate it, and write its checkpoint to ``out``.
     ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``)."""
-    from .device import resolve_device
-    from .distributed import barrier, describe, init_from_env, is_main
-
     init_from_env(device)
     device = resolve_device(device)
-    from .checkpoint import save_checkpoint
-    from .data import find_fashion_mnist, load_splits
-    from .errors import check_input_file, check_output_file
 
     if out is not None:  # checks that would otherwise fail after hours of training
         check_output_file(out, "checkpoint --out")
     if cfg.init_from:
-        from .checkpoint import load_checkpoint
-
         check_input_file(cfg.init_from, "init_from checkpoint", "train the full-precision model first")
         _, payload = load_checkpoint(cfg.init_from, expected_arch=cfg.arch)
         if payload.get("quant"):

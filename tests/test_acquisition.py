@@ -8,7 +8,8 @@ import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
 
 from qrepro.acquisition import PosteriorLogEI
-from qrepro.search import SearchConfig, SearchError, fit_gp
+from qrepro.gp import fit_gp
+from qrepro.search import SearchConfig, SearchError
 
 D = 12
 

@@ -128,12 +128,14 @@ def test_legacy_entries_are_usable_until_their_config_data_or_inputs_change(tmp_
 
 
 def test_status_cli_exit_codes_on_the_committed_cache():
-    # the committed study was rebuilt from nothing: every artifact is fresh (exit 0), none legacy
+    # every artifact of the committed study is usable (exit 0): fresh, or legacy with the reason it was
+    # carried forward across a change of code shown to compute the same (status --carry-forward)
     from qrepro.study import status_lines
 
     lines, code = status_lines("full")
     assert code == 0, "\n".join(lines)
-    assert all(line.split()[0] == "fresh" for line in lines[:-1]), "\n".join(lines)
+    for line in lines[:-1]:
+        assert line.split()[0] == "fresh" or (line.split()[0] == "legacy" and "compare_results" in line), line
 
 
 def test_status_cli_reports_a_swap_with_exit_1(tmp_path, capsys):
@@ -164,3 +166,21 @@ def test_older_versions_are_orphans_and_can_be_removed(tmp_path):
     g.remove_orphans()
     assert not old_a.exists() and not sidecar.exists()
     assert g.orphans() == [] and all(s.state == "fresh" for s in g.report())
+
+
+def test_carry_forward_keeps_what_only_a_code_change_made_stale_and_nothing_else(tmp_path):
+    build_all(toy(tmp_path))
+    g = toy(tmp_path, code=("journal",))  # a's code changed: a and everything downstream stale
+    assert set(states(g).values()) == {"stale"}
+    assert g.carry_forward("same results: checked") == ["a"]
+    g = toy(tmp_path, code=("journal",))  # a under its old key: what reads it is fresh again
+    assert states(g) == {"a": "legacy", "b": "fresh", "t": "fresh"}
+    assert "same results: checked" in g.status("a").detail
+    assert g.resolve("b").read_text() == "BA"  # the files as they were
+    # a config change is not a code change: nothing is carried forward, the artifact stays stale
+    g = toy(tmp_path, code=("journal",), a_config=5)
+    assert g.carry_forward("again") == [] and g.status("a").state == "stale"
+    # nor is a damaged file
+    g = toy(tmp_path, code=("cache",))
+    g.status("a").path.write_text("edited")
+    assert "a" not in g.carry_forward("again") and toy(tmp_path, code=("cache",)).status("a").state != "legacy"

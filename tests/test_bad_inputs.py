@@ -9,19 +9,22 @@ import torch
 
 from qrepro.checkpoint import CheckpointError, load_checkpoint
 from qrepro.cli import main
-from qrepro.config import ConfigError, from_mapping, load_study, read_config_file
+from qrepro.config import load_study
 from qrepro.criteria import CriterionError
 from qrepro.data import DatasetNotFound, load_splits, read_idx
 from qrepro.errors import BadInput
 from qrepro.export import load_packed, save_packed
 from qrepro.inference import InferenceError, fuse_for_inference
+from qrepro.journal import load_journal
 from qrepro.models import build_model
 from qrepro.notebooks import check_parameters
 from qrepro.prune import PruneError, apply_kept, prune
 from qrepro.quantize import QuantizationError, dorefa_weight, quantize_model
-from qrepro.search import SearchConfig, SearchError, SizeModel, load_journal, search_ratios
+from qrepro.search import SearchConfig, SearchError, search_ratios
+from qrepro.size import SizeModel
 from qrepro.study import run_study
 from qrepro.train import TrainConfig
+from qrepro.validation import ConfigError, from_mapping, read_config_file
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The command line on the synthetic dataset: train a checkpoint, then search its ratios."""
 import json
 
-
 from qrepro.checkpoint import load_checkpoint
 from qrepro.cli import main
 
@@ -45,8 +44,8 @@ def test_train_options_are_generated_from_every_scalar_field():
 
 def test_train_options_override_the_config_file(tmp_path):
     from qrepro.cli import build_parser
-    from qrepro.config import from_mapping, options_given, read_config_file
     from qrepro.train import TrainConfig
+    from qrepro.validation import from_mapping, options_given, read_config_file
 
     (tmp_path / "t.toml").write_text('epochs = 2\nlr = 0.5\nweight_decay = 0.001\n')
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "t.toml"), "--out", "x.pt", "--lr", "0.2",

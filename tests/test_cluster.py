@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from qrepro.errors import BadInput
-from qrepro.search import SearchConfig, SizeModel, search_ratios
+from qrepro.search import SearchConfig, search_ratios
+from qrepro.size import SizeModel
 
 distributed = pytest.importorskip("distributed")
 

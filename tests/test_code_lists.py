@@ -1,112 +1,60 @@
-"""Every artifact's code list (qrepro/study.py, ``CODE_*``) against the ``qrepro`` modules its code
-actually imports: a module that computes part of an artifact but is missing from its list would
-let a change there leave the artifact 'fresh'.  The import closure (module-level and
-function-level imports alike) over-approximates what runs, so each module the closure reaches
-but the list leaves out is named below with the reason it cannot change the artifact's content."""
-import ast
-from pathlib import Path
+"""Every artifact's code list is computed from what its maker references (artifacts.code_closure),
+so a change anywhere on an artifact's path makes it stale: the audit's cases (the study's data
+loader, its base-model reader, the atomic writer) and a criterion's option set."""
+import functools
 
 import pytest
 
-from qrepro.study import study_graph
-
-PKG = Path(__file__).resolve().parent.parent / "qrepro"
-
-# reached by every artifact's code, and never part of what it computes
-EVERYWHERE = {
-    "errors": "error messages and input checks",
-    "paths": "where files live",
-    "cache": "canonical JSON for keys and atomic writes; a change there changes every key anyway",
-    "config": "validation of settings that are themselves in the key (CRITERION_VARIANTS' option sets are "
-              "copied into the keys of the artifacts that prune: test_criterion_options_are_in_the_keys)",
-}
-# per kind of artifact: reached through an import whose code this kind never runs
-EXEMPT = {
-    "base": {"prune": "checkpoint.rebuild narrows pruned checkpoints; base models are not pruned",
-             "criteria": "imported by prune, not called when loading or training"},
-    "test_metrics": {"criteria": "imported by prune; loading a pruned model (apply_kept) uses no criterion"},
-    "final": {"cluster": "the final stage reads journals; it runs no search"},
-    "gp_slice": {m: "the GP slice fits a GP to journal records; search.py imports these for SizeModel and "
-                    "the loop, which the slice does not run"
-                 for m in ("checkpoint", "cluster", "criteria", "data", "device", "distributed", "models",
-                           "prune", "quantize", "size", "train")},
-    "table": {"artifacts": "the graph's bookkeeping (status, paths), not table content",
-              "cluster": "the tables read journals; they run no search",
-              "objective": "imported by the study module for the ablation; tables do not evaluate"},
-}
+from qrepro import artifacts, criteria, study
+from qrepro.artifacts import code_closure
 
 
-def _imports(tree) -> set[str]:
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            out.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qrepro."):
-            out.add(node.module.split(".")[1])
-    return {m for m in out if (PKG / f"{m}.py").exists()}
+def _key_changes(monkeypatch, tmp_path, spec: str) -> set[str]:
+    """Ids of the smoke study whose key changes when the code ``spec`` changes."""
+    before = study.study_graph("smoke", tmp_path)
+    keys = {i: before.key(i) for i in before.ids()}
+    real = artifacts.code_fingerprint
+
+    @functools.lru_cache(maxsize=None)
+    def changed(s):
+        return "edited" if s == spec else real(s)
+
+    monkeypatch.setattr(artifacts, "code_fingerprint", changed)
+    after = study.study_graph("smoke", tmp_path)
+    return {i for i in after.ids() if after.key(i) != keys[i]}
 
 
-def _module_tree(name):
-    return ast.parse((PKG / f"{name}.py").read_text())
+@pytest.mark.parametrize("spec", ["study:load_study_data", "study:Study", "cache", "validation", "quantize"])
+def test_a_change_on_every_artifacts_path_restales_every_artifact(monkeypatch, tmp_path, spec):
+    graph = study.study_graph("smoke", tmp_path)
+    assert _key_changes(monkeypatch, tmp_path, spec) == set(graph.ids())
 
 
-def _function_imports(spec: str) -> set[str]:
-    module, function = spec.split(":")
-    node = next(n for n in ast.walk(_module_tree(module)) if isinstance(n, ast.FunctionDef) and n.name == function)
-    return _imports(node)
+def test_a_change_in_the_search_restales_searches_and_what_reads_them_not_base_models(monkeypatch, tmp_path):
+    changed = _key_changes(monkeypatch, tmp_path, "gp")
+    assert any(i.startswith("search/") for i in changed) and "gp_slice" in changed
+    ids = study.study_graph("smoke", tmp_path).ids()
+    assert {i for i in ids if i.startswith(("search/", "final/"))} <= changed
 
 
-def _closure(roots) -> set[str]:
-    seen, todo = set(), list(roots)
-    while todo:
-        m = todo.pop()
-        if m not in seen:
-            seen.add(m)
-            todo.extend(_imports(_module_tree(m)))
-    return seen
-
-
-def _kinds():
-    graph = study_graph("smoke")
-    kinds = {}
-    for art in graph.artifacts.values():
-        kinds.setdefault(art.id.split("/")[0], art)
-    return kinds
-
-
-@pytest.mark.parametrize("kind", sorted(_kinds()))
-def test_code_list_covers_what_the_artifact_imports(kind):
-    art = _kinds()[kind]
-    listed = {c for c in art.code if ":" not in c}
-    roots = set(listed)
-    for spec in (c for c in art.code if ":" in c):
-        roots |= _function_imports(spec)
-    missing = _closure(roots) - listed - {"study"} - set(EVERYWHERE) - set(EXEMPT.get(kind, {}))
-    assert not missing, (f"{kind}: its code imports {sorted(missing)} but its code list (qrepro/study.py) does not "
-                         "name them; add them there, or to EXEMPT here with the reason they cannot change it")
-
-
-def test_exemptions_are_still_needed():
-    """An exemption whose module is listed, or no longer reached, is stale: remove it."""
-    kinds = _kinds()
-    for kind, exempt in EXEMPT.items():
-        art = kinds[kind]
-        listed = {c for c in art.code if ":" not in c}
-        roots = listed | set().union(*[_function_imports(c) for c in art.code if ":" in c])
-        reached = _closure(roots)
-        stale = [m for m in exempt if m in listed or m not in reached]
-        assert not stale, f"{kind}: exemptions {stale} are listed or no longer imported"
+def test_the_closure_follows_helpers_context_methods_and_imports():
+    """Hand-checked for make_search: its own helpers, the Study context's methods (through the
+    annotation), and the modules those name with what they import; the bookkeeping modules left out."""
+    code = set(code_closure(study.make_search, exempt=study.NOT_KEYED))
+    assert {"study:make_search", "study:make_objective", "study:Study", "study:load_study_data"} <= code
+    assert {"search", "gp", "space", "journal", "prune", "criteria", "quantize", "size", "data", "objective",
+            "train", "cluster", "cache", "acquisition", "likelihood"} <= code
+    assert not code & set(study.NOT_KEYED)
+    assert "study" not in code  # the study module counts function by function
+    assert "study:make_final" not in code
 
 
 def test_criterion_options_are_in_the_keys(monkeypatch, tmp_path):
-    """A criterion's option set (config.CRITERION_VARIANTS) is part of every key that prunes with
-    it, and only of those: changing redundancy's tie-break changes the ablation's, the redundancy
-    searches' and finals' keys, and not a compared criterion's search or a base model's."""
-    from qrepro import config, study
-
+    """A criterion's option set (criteria.VARIANTS) is part of every key that prunes with it, and only
+    of those: changing redundancy's tie-break changes the ablation's, the redundancy searches' and
+    finals' keys, and not a compared criterion's search or a base model's."""
     before = study.study_graph("full", tmp_path)
-    variants = {**config.CRITERION_VARIANTS, "redundancy": ("redundancy", {"tie_break": "geometric_median"})}
-    monkeypatch.setattr(study, "CRITERION_VARIANTS", variants)
+    monkeypatch.setitem(criteria.VARIANTS, "redundancy", ("redundancy", {"tie_break": "geometric_median"}))
     after = study.study_graph("full", tmp_path)
     changed = {i for i in before.ids() if before.key(i) != after.key(i)}
     assert "ablation" in changed and "recovery" in changed

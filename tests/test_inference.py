@@ -3,8 +3,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qrepro.inference import (FLOAT32_LANES, FusedBasicBlock, FusedConv2d, conv_bn_pairs, fold_factors, fold_weight,
-                              fuse_for_inference)
+from qrepro.inference import (
+    FLOAT32_LANES,
+    FusedBasicBlock,
+    FusedConv2d,
+    conv_bn_pairs,
+    fold_factors,
+    fold_weight,
+    fuse_for_inference,
+)
 from qrepro.models import build_model
 from qrepro.prune import prune
 from qrepro.quantize import quantize_model

@@ -1,8 +1,9 @@
 """A garbage or torn line never costs a valid record, and no journal is ever rewritten."""
 import json
 
-from qrepro.journal import append_record, read_records, rejected_path
-from qrepro.search import SearchConfig, SizeModel, load_journal, search_ratios
+from qrepro.journal import append_record, load_journal, read_records, rejected_path
+from qrepro.search import SearchConfig, search_ratios
+from qrepro.size import SizeModel
 
 
 def toy_size():

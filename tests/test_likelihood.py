@@ -10,8 +10,8 @@ from botorch.optim.closures import get_loss_closure_with_grads
 from gpytorch.kernels import RBFKernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+from qrepro.gp import fit_gp
 from qrepro.likelihood import mll_closure, trainable_parameters
-from qrepro.search import fit_gp
 
 
 def problem(n, d, seed):

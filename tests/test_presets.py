@@ -6,7 +6,7 @@ import pytest
 from qrepro import study
 from qrepro.config import load_study
 from qrepro.data import write_fake_cifar10, write_fake_imagefolder
-from qrepro.search import load_journal
+from qrepro.journal import load_journal
 
 
 @pytest.mark.parametrize("name, dataset, arch", [("cifar10-resnet20", "cifar10", "resnet20"),

@@ -1,12 +1,22 @@
 """Quantizers against their formulas, computed independently with NumPy on hand-checked tensors."""
 import copy
+
 import numpy as np
 import pytest
 import torch
 
 from qrepro.models import count_parameters, resnet18, resnet20
-from qrepro.quantize import (QConv2d, QLinear, QuantSpec, binarize_activation, binarize_weight, dorefa_activation,
-                             dorefa_weight, make_spec, quantize_model)
+from qrepro.quantize import (
+    QConv2d,
+    QLinear,
+    QuantSpec,
+    binarize_activation,
+    binarize_weight,
+    dorefa_activation,
+    dorefa_weight,
+    make_spec,
+    quantize_model,
+)
 
 
 def test_binarize_weight_hand_checked():

@@ -6,10 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from qrepro.journal import rejected_path
-
-from qrepro.search import (JournalMismatch, SearchConfig, SizeModel, hypervolume, pareto_front, search_ratios,
-                           uniform_ratio)
+from qrepro.gp import hypervolume, pareto_front
+from qrepro.journal import JournalMismatch, rejected_path
+from qrepro.search import SearchConfig, search_ratios
+from qrepro.size import SizeModel
+from qrepro.space import uniform_ratio
 
 LAYERS = ["a", "b", "c", "d"]
 

@@ -11,9 +11,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from qrepro import study
+from qrepro import report, study
 from qrepro.cli import main
+from qrepro.config import load_preset
 from qrepro.export import load_packed
+from qrepro.jobs import SearchJob, final_jobs, search_jobs
 from qrepro.size import MB, model_size_bytes
 
 pytestmark = pytest.mark.slow
@@ -98,12 +100,13 @@ def test_accuracies_are_percentages(smoke_results):
 
 def test_paper_table_sizes_come_from_the_loaded_models(smoke_results):
     table = pd.read_csv(smoke_results / "tables" / "paper_table.csv")
-    g = study.study_graph("smoke", smoke_results)
-    for job in study.final_jobs("smoke"):
-        model, _ = load_packed(g.resolve(study.final_id(job)))
-        label = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}[job["model"]]
-        row = table[(table.model == label) & table.configuration.str.startswith(job["method"])
-                    & (table.criterion == study.job_criterion(job, g.config))]
+    cfg = load_preset("smoke")
+    g = study.study_graph(cfg, smoke_results)
+    for job in final_jobs(cfg):
+        model, _ = load_packed(g.resolve(job.id))
+        label = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}[job.model]
+        row = table[(table.model == label) & table.configuration.str.startswith(job.method)
+                    & (table.criterion == job.criterion_in(cfg))]
         assert len(row) == 1
         assert row.size_MB.iloc[0] == pytest.approx(model_size_bytes(model) / MB, rel=1e-9)
         assert row.file_MB.iloc[0] * MB >= model_size_bytes(model)
@@ -113,15 +116,16 @@ def test_claims_and_criterion_tables_against_the_artifacts(smoke_results):
     """The claims and criterion tables, recomputed here from the test metrics and the journals."""
     import numpy as np
 
-    from qrepro.search import load_journal
+    from qrepro.journal import load_journal
 
-    g = study.study_graph("smoke", smoke_results)
+    cfg = load_preset("smoke")
+    g = study.study_graph(cfg, smoke_results)
     tm = json.loads(g.resolve("test_metrics").read_text())
     labels = {"bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}
     claims = pd.read_csv(smoke_results / "tables" / "claims.csv")
     for kind, label in labels.items():
         unpruned = tm["base"][kind]["test_acc"]
-        for target in g.config.final.targets[kind]:
+        for target in cfg.final.targets[kind]:
             acc = {m: np.mean([f["test_acc"] for f in tm["final"].values() if f["job"] == {
                 "model": kind, "method": m, "target": target, "seed": f["job"]["seed"]}]) for m in ("bo", "uniform")}
             row = claims[(claims.model == label) & np.isclose(claims.target_percent, 100 * target)]
@@ -129,19 +133,19 @@ def test_claims_and_criterion_tables_against_the_artifacts(smoke_results):
             assert row.bo_minus_unpruned.iloc[0] == pytest.approx(acc["bo"] - unpruned)
             assert row.bo_minus_uniform.iloc[0] == pytest.approx(acc["bo"] - acc["uniform"])
     crit = pd.read_csv(smoke_results / "tables" / "criterion_search.csv")
-    s = g.config.search
+    s = cfg.search
     assert sorted(set(crit.criterion)) == sorted([s.criterion] + s.compare_criteria)
     for kind, label in labels.items():
         for name in [s.criterion] + s.compare_criteria:
-            extra = {} if name == s.criterion else {"criterion": name}
-            best = [max(r["value"] for r in load_journal(g.resolve(study.search_id(dict(
-                model=kind, mode="constrained", target=s.compare_target, method="bo", seed=seed, **extra))))[1]
+            crit_name = None if name == s.criterion else name
+            best = [max(r["value"] for r in load_journal(g.resolve(SearchJob(
+                kind, "constrained", s.compare_target, "bo", seed, crit_name).id))[1]
                 if r["feasible"]) for seed in s.seeds]
             row = crit[(crit.model == label) & (crit.criterion == name)]
             assert row.best_val_top1_mean.iloc[0] == pytest.approx(np.mean(best))
     # a compared criterion's search prunes with it: its key holds the criterion and its options
-    job = next(j for j in study.search_jobs("smoke") if "criterion" in j)
-    assert list(g[study.search_id(job)].config["criterion_variant"]) == ["bn_scale", {}]
+    job = next(j for j in search_jobs(cfg) if j.criterion)
+    assert list(g[job.id].config["criterion_variant"]) == ["bn_scale", {}]
 
 
 def test_fine_tuning_seeds_give_different_runs(smoke_results):
@@ -151,12 +155,11 @@ def test_fine_tuning_seeds_give_different_runs(smoke_results):
 
     from qrepro.prune import prunable_layers
 
-    g = study.study_graph("smoke", smoke_results)
-    g.progress = False
-    model, _ = study.load_base("bnn", graph=g)
+    ctx = study.open_study("smoke", smoke_results, progress=False)
+    model, _ = ctx.base("bnn")
     ratios = dict.fromkeys(prunable_layers(model), 0.25)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    runs = [study.finetune_pruned(g, model, ratios, "redundancy", 0.05, 1e-3, seed)[0].state_dict()
+    runs = [study.finetune_pruned(ctx, model, ratios, "redundancy", 0.05, 1e-3, seed)[0].state_dict()
             for seed in (0, 0, 1)]
     same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert same(runs[0], runs[1]) and not same(runs[0], runs[2])
@@ -186,7 +189,7 @@ def test_swapped_checkpoints_are_corrupt(copy_of, capsys):
     # corrupt checkpoints restores them, and nothing downstream has to run again
     assert states["ablation"] == "fresh"
     with pytest.raises(Exception, match="corrupt.*rebuild with: python -m qrepro study --preset smoke --stages base"):
-        study.load_base("bnn", "smoke", copy_of)
+        report.load_base("bnn", "smoke", copy_of)
 
 
 def test_edited_journal_value_is_corrupt_and_not_read(copy_of, capsys):

@@ -46,7 +46,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from qrepro import study
+from qrepro import report, study
 from qrepro.criteria import LayerView, pairwise_distances, select_filters
 from qrepro.export import save_packed
 from qrepro.prune import prunable_layers, prune, recalibrate_batchnorm
@@ -147,7 +147,7 @@ for criterion in ("redundancy", "bn_scale", "l1"):
 # $$ \text{size} = \tfrac{1}{8}\Big( k\,N_q + 32\,(N_{fp} + N_{scale} + 2 N_{bn}) \Big) \text{ bytes} . $$
 
 # %%
-bnn, payload = study.load_base("bnn", smoke, results)
+bnn, payload = report.load_base("bnn", smoke, results)
 ratio = 0.5  # try 0.25 and 0.75
 pruned = prune(bnn, ratio, "redundancy")
 for name in prunable_layers(bnn)[:3]:

@@ -56,10 +56,11 @@ from botorch.optim import optimize_acqf
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from tqdm.auto import tqdm
 
-from qrepro import study
+from qrepro import report, study
 from qrepro.objective import PruneObjective
 from qrepro.prune import prunable_layers
-from qrepro.search import SizeModel, hypervolume
+from qrepro.gp import hypervolume
+from qrepro.size import SizeModel
 
 warnings.filterwarnings("ignore", module="botorch|linear_operator|gpytorch")
 torch.manual_seed(0)
@@ -82,7 +83,7 @@ torch.manual_seed(0)
 # evaluated, and the GP never has to learn the constraint.
 
 # %%
-bnn, _ = study.load_base("bnn", smoke, results)
+bnn, _ = report.load_base("bnn", smoke, results)
 splits = study.load_study_data(smoke)
 layers = prunable_layers(bnn)
 size = SizeModel.from_model(bnn, layers)

@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from qrepro import study
+from qrepro import report, study
 from qrepro.inference import fold_factors, fold_weight, fuse_for_inference
 from qrepro.prune import prune, recalibrate_batchnorm
 from qrepro.quantize import dorefa_activation
@@ -92,7 +92,7 @@ def median_ms(fns: dict, *args, repeats=REPEATS) -> dict:
 # trained BNN:
 
 # %%
-bnn, _ = study.load_base("bnn", smoke, results)
+bnn, _ = report.load_base("bnn", smoke, results)
 bnn.eval()
 conv, bn = bnn.layer2[1].conv1, bnn.layer2[1].bn1
 a = torch.randn(8, conv.in_channels, 14, 14)
@@ -120,7 +120,7 @@ print("one filter's folded weights take", len(W[0].unique()), "values: +-alpha_i
 # %%
 x = torch.linspace(-0.5, 1.5, 9)
 print("DoReFa 2-bit activations:", dorefa_activation(x, 2).tolist())
-dorefa, _ = study.load_base("dorefa", smoke, results)
+dorefa, _ = report.load_base("dorefa", smoke, results)
 fused_dorefa = fuse_for_inference(dorefa)
 layer = fused_dorefa.layer1[0].conv2
 print("the fused layer's integer levels:", layer.quantize_input(x.clone()).tolist())
