@@ -42,13 +42,14 @@ from timing import count_macs, interleaved_medians  # noqa: E402
 from qrepro import study  # noqa: E402
 from qrepro.checkpoint import environment_info  # noqa: E402
 from qrepro.config import load_study  # noqa: E402
-from qrepro.data import load_synthetic, skip_cifar10_integrity_check, write_fake_cifar10  # noqa: E402
+from qrepro.data import load_synthetic  # noqa: E402
 from qrepro.device import autocast, resolve_device  # noqa: E402
 from qrepro.inference import fuse_for_inference  # noqa: E402
 from qrepro.models import build_model  # noqa: E402
 from qrepro.objective import PruneObjective  # noqa: E402
 from qrepro.prune import prunable_layers, prune  # noqa: E402
 from qrepro.quantize import quantize_model  # noqa: E402
+from tests.fakes import skip_cifar10_integrity_check, write_fake_cifar10  # noqa: E402
 
 
 def section_tests(device) -> dict:

@@ -19,5 +19,6 @@ from .quantize import (  # noqa: F401
                        dorefa_activation,
                        dorefa_weight,
                        quantize_model,
+                       ternarize_weight,
 )
 from .size import model_size_bytes, size_breakdown  # noqa: F401

@@ -16,18 +16,20 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .config import available_presets, check_scheduler, load_study
-from .criteria import CRITERIA
+from .criteria import VARIANTS, CriterionError, check_options, variant
 from .data import load_splits
 from .device import check_device_spelling, resolve_device
 from .distributed import launch_rank
-from .errors import BadInput, check_input_file, check_output_file
+from .errors import BadInput, check_output_file
 from .notebooks import notebook_paths, run_notebooks
-from .objective import PruneObjective
+from .objective import EvaluationSettings, PruneObjective
 from .paths import README_PATH
 from .prune import prunable_layers
 from .readme import sync_readme
-from .search import SearchConfig, SizeModel, check_reachable, search_ratios
-from .study import STAGES, run_study, status_lines, study_graph
+from .search import SearchConfig, search_ratios
+from .size import SizeModel
+from .space import check_reachable
+from .study import STAGES, resolve_checkpoint, run_study, status_lines, study_graph
 from .train import TrainConfig, train_model
 from .validation import add_options, from_mapping, options_given, read_config_file
 
@@ -39,31 +41,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
-def _job_post_init(self):
-    if self.criterion not in CRITERIA:
-        raise ValueError(f"criterion: unknown {self.criterion!r}; registered: {', '.join(CRITERIA)}")
-    if self.bn_batches < 1 or self.finetune_steps < 0 or (self.val_images is not None and self.val_images < 1):
-        raise ValueError("bn_batches and val_images must be at least 1 and finetune_steps at least 0")
+def _run_post_init(self):
+    try:  # one clear line for an unknown name or option, before any file is made
+        crit, options = variant(self.criterion)
+        check_options(crit, {**options, **self.criterion_options})
+    except CriterionError as err:
+        raise ValueError(f"criterion: {err}") from None
+    if self.layers == []:
+        raise ValueError("layers: an empty list searches nothing; leave it out to search every prunable layer")
+    if self.finetune_steps < 0:
+        raise ValueError("finetune_steps must be at least 0")
+    EvaluationSettings(self.bn_batches, self.val_images)
     check_device_spelling(self.device)
     check_scheduler(self.scheduler, self.workers)
 
 
-def _job_search_config(self, layers, extra) -> SearchConfig:
-    """The :class:`SearchConfig` part of this job."""
+def _run_search_config(self, layers, extra) -> SearchConfig:
+    """The :class:`SearchConfig` part of this run."""
     return SearchConfig(layers=layers, extra=extra, **{f.name: getattr(self, f.name) for f in _SEARCH_FIELDS})
 
 
-# The search settings are SearchConfig's own fields (all but layers and extra), never copied by hand.
+def _fields_of(cls, skip=()) -> list:
+    """``cls``'s fields as ``make_dataclass`` entries, with their defaults: never copied by hand."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
+             else field(default_factory=f.default_factory)) for f in dataclasses.fields(cls) if f.name not in skip]
+
+
 _SEARCH_FIELDS = [f for f in dataclasses.fields(SearchConfig) if f.name not in ("layers", "extra")]
-_SEARCH_HINTS = typing.get_type_hints(SearchConfig)
-SearchJob = dataclasses.make_dataclass("SearchJob", [
-    ("checkpoint", str),
+SearchRun = dataclasses.make_dataclass("SearchRun", [
+    ("checkpoint", str, field(metadata={"help": "a .pt path, or a base model of the committed study by artifact id "
+                                                "(base/bnn; smoke:base/bnn for the smoke study's)"})),
     ("dataset", str | None, field(default=None)),  # default: the dataset the checkpoint was trained on
     ("data_root", str | None, field(default=None)),
-    ("criterion", str, field(default="redundancy")),
+    ("criterion", str, field(default="redundancy", metadata={"help": "one of " + ", ".join(VARIANTS)})),
     ("criterion_options", dict, field(default_factory=dict)),
-    ("bn_batches", int, field(default=20)),
-    ("val_images", int | None, field(default=None)),
+    *_fields_of(EvaluationSettings),
     ("finetune_steps", int, field(default=0)),
     ("journal", str | None, field(default=None)),  # default: <config>.journal.jsonl
     ("summary", str | None, field(default=None)),  # default: <journal>.summary.json
@@ -71,12 +84,11 @@ SearchJob = dataclasses.make_dataclass("SearchJob", [
     ("device", str, field(default="auto")),
     ("scheduler", str | None, field(default=None, metadata={"help": "Dask: 'local' or tcp://host:8786"})),
     ("workers", int | None, field(default=None, metadata={"help": "local Dask cluster size"})),
-    *[(f.name, _SEARCH_HINTS[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
-       else field(default_factory=f.default_factory)) for f in _SEARCH_FIELDS],
-], namespace={"__post_init__": _job_post_init, "search_config": _job_search_config,
+    *_fields_of(SearchConfig, skip=("layers", "extra")),
+], namespace={"__post_init__": _run_post_init, "search_config": _run_search_config,
               "__doc__": "A ratio search of one trained quantized checkpoint (``python -m qrepro search``): "
                          "the objective's settings, then SearchConfig's."})
-SearchJob.__module__ = __name__
+SearchRun.__module__ = __name__
 
 
 # --------------------------------------------------------------------------- commands
@@ -94,12 +106,13 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    """Run one ratio search on a trained checkpoint, from a config file (options override it)."""
-    data = read_config_file(args.config)
-    data.update(options_given(args, SearchJob))
-    job = from_mapping(SearchJob, data, args.config)
-    check_input_file(job.checkpoint, f"{args.config}: checkpoint", "train one with: python -m qrepro train ...")
-    journal = Path(job.journal or Path(args.config).with_suffix(".journal.jsonl"))
+    """Run one ratio search on a trained checkpoint, from a config file and/or options (options win)."""
+    data = read_config_file(args.config) if args.config else {}
+    data.update(options_given(args, SearchRun))
+    where = args.config or "search options"
+    job = from_mapping(SearchRun, data, where)
+    job.checkpoint = str(resolve_checkpoint(job.checkpoint, f"{where}: checkpoint"))
+    journal = Path(job.journal or Path(args.config or "search").with_suffix(".journal.jsonl"))
     summary = Path(job.summary or journal.with_suffix(".summary.json"))
     check_output_file(journal, f"{args.config}: journal")
     check_output_file(summary, f"{args.config}: summary")
@@ -120,8 +133,9 @@ def _cmd_search(args) -> int:
     check_reachable(sc, size)
     dataset = job.dataset or payload["config"].get("dataset", "fashion-mnist")
     splits = load_splits(dataset, root=job.data_root)
-    objective = PruneObjective(model, splits, job.criterion, job.bn_batches, job.val_images, job.finetune_steps,
-                               criterion_options=job.criterion_options, device=job.device)
+    crit, options = variant(job.criterion)
+    objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
+                               criterion_options={**options, **job.criterion_options}, device=job.device)
     sc.extra["objective"] = objective.describe()
     result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers)
     best = result.best
@@ -238,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(t, TrainConfig, exclude=("arch_kwargs",))
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("search", help="search per-layer pruning ratios of a checkpoint (config file)")
-    s.add_argument("--config", required=True, help="TOML or JSON file with SearchJob fields (options override it)")
-    add_options(s, SearchJob)
+    s = sub.add_parser("search", help="search per-layer pruning ratios of a checkpoint (a config file and/or options)")
+    s.add_argument("--config", help="TOML or JSON file with the fields below (options override it)")
+    add_options(s, SearchRun)
     s.set_defaults(func=_cmd_search)
 
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")

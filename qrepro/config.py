@@ -13,7 +13,9 @@ from .criteria import VARIANTS
 from .data import DATASETS
 from .device import check_device_spelling
 from .models import ARCHITECTURES
+from .objective import EvaluationSettings
 from .paths import STUDY_PRESETS_DIR
+from .search import METHODS, SearchConfig, SearchError
 from .train import TrainConfig
 from .validation import ConfigError, check_names, from_mapping, read_config_file
 
@@ -42,18 +44,6 @@ def check_scheduler(scheduler: str | None, workers: int | None):
 
 
 @dataclass
-class EvaluationSettings:
-    """What one evaluation of a pruned candidate uses (ablation and search alike)."""
-
-    bn_batches: int = 5  # batches of 128 training images for BatchNorm re-estimation
-    val_images: int = 1000  # validation images the accuracy is measured on
-
-    def __post_init__(self):
-        if self.bn_batches < 1 or self.val_images < 1:
-            raise ValueError(f"bn_batches and val_images must be at least 1, got {self.bn_batches}, {self.val_images}")
-
-
-@dataclass
 class AblationSettings:
     criteria: list[str] = field(default_factory=lambda: list(VARIANTS))
     ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
@@ -72,15 +62,19 @@ class AblationSettings:
 
 @dataclass
 class SearchSettings:
+    """The study's searches: which (targets, methods, seeds, criteria) and with what budget.  The fields a
+    single search has too (``budget``, ``n_init``, ``q``, ``r_max``) are :class:`~qrepro.search.SearchConfig`'s:
+    the same defaults, checked by it."""
+
     targets: dict[str, list[float]] = field(default_factory=lambda: {k: [0.2612, 0.5] for k in QUANT_KINDS})
-    methods: list[str] = field(default_factory=lambda: ["bo", "random", "uniform"])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    budget: int = 60
-    n_init: int = 10
-    q: int = 1
-    r_max: float = 0.9
+    budget: int = SearchConfig.budget
+    n_init: int = SearchConfig.n_init
+    q: int = SearchConfig.q
+    r_max: float = SearchConfig.r_max
     criterion: str = "redundancy"
-    pareto_budget: int = 60
+    pareto_budget: int = SearchConfig.budget
     pareto_model: str = "bnn"
     # BO with other criteria at one target (both quantized models, every seed): the criterion under search
     compare_criteria: list[str] = field(default_factory=list)
@@ -93,7 +87,7 @@ class SearchSettings:
     def __post_init__(self):
         _check_targets(self.targets, "targets")
         check_scheduler(self.scheduler, self.workers)
-        check_names(self.methods, ("bo", "random", "uniform"), "methods")
+        check_names(self.methods, METHODS, "methods")
         check_names([self.criterion], list(VARIANTS), "criterion")
         check_names(self.compare_criteria, list(VARIANTS), "compare_criteria")
         if self.criterion in self.compare_criteria or len(set(self.compare_criteria)) < len(self.compare_criteria):
@@ -105,12 +99,14 @@ class SearchSettings:
         check_names([self.pareto_model], QUANT_KINDS, "pareto_model")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
-        if min(self.budget, self.n_init, self.q, self.pareto_budget) < 1:
-            raise ValueError("budget, n_init, q and pareto_budget must be at least 1")
-        if "bo" in self.methods and self.n_init >= self.budget:
-            raise ValueError(f"n_init ({self.n_init}) must be smaller than budget ({self.budget}), or BO never runs")
-        if not 0 < self.r_max < 1:
-            raise ValueError(f"r_max must be in (0, 1), got {self.r_max}")
+        try:  # what the searches of these settings would check (the Pareto search is BO)
+            SearchConfig(layers=["-"], method="bo" if "bo" in self.methods else "random", budget=self.budget,
+                         n_init=self.n_init, q=self.q, r_max=self.r_max)
+            SearchConfig(layers=["-"], mode="pareto", budget=self.pareto_budget, n_init=self.n_init, q=self.q,
+                         r_max=self.r_max)
+        except SearchError as err:
+            raise ValueError(f"{err} (pareto_budget: {self.pareto_budget})" if "budget" in str(err) else str(err)) \
+                from None
 
 
 @dataclass
@@ -199,7 +195,7 @@ class StudyConfig:
         return dataclasses.replace(
             self, name=f"{self.name}-limit{limit}", limit=limit, val_size=min(self.val_size, max(limit // 2, 16)),
             image_size=image_size if self.dataset == "imagenet" else None, workers=0, base=base,
-            evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images, 64)),
+            evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images or 64, 64)),
             ablation=dataclasses.replace(self.ablation, criteria=self.ablation.criteria[:2], ratios=[0.5],
                                          random_seeds=[0], finetune_steps=2),
             search=dataclasses.replace(self.search, targets=first, seeds=self.search.seeds[:1], budget=4, n_init=2,

@@ -4,9 +4,9 @@ Layout: ``b"QRPK"``, a little-endian uint32 header length, a zlib-compressed JSO
 (architecture, quantization, pruning record with the kept-filter indices, config), then
 one blob with, for every layer in ``named_modules`` order:
 
-* quantized conv / linear: the codes at ``k`` bits per weight (binary: 1 bit per weight,
-  ``0`` for -1 and ``1`` for +1; k-bit: the levels ``0 .. 2^k-1``), the frozen scales
-  (float32) and the bias (float32) if any;
+* quantized conv / linear: the codes at ``k`` bits per weight, as the layer's quantizer gives them
+  (``WeightQuantizer.levels``; binary: ``0`` for -1 and ``1`` for +1; k-bit: the levels ``0 .. 2^k-1``;
+  ternary: 0, 1, 2 for -1, 0, +1), the frozen scales (float32) and the bias (float32) if any;
 * full-precision conv / linear: weight and bias as float32;
 * BatchNorm: two float32 per channel, ``a = gamma / sqrt(var + eps)`` and
   ``b = beta - mean a`` (the folded affine map; the size convention counts 2 per channel).
@@ -77,8 +77,7 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
         if is_quantized(m):
             if not m.is_frozen:
                 m.freeze_scale()
-            codes = m.weight_codes().cpu().numpy()
-            levels = (codes > 0).astype(np.uint32) if m.spec.w_bits == 1 else codes.astype(np.uint32)
+            levels = m.spec.weight_quantizer.levels(m.weight_codes(), m.spec).cpu().numpy().astype(np.uint32)
             chunks += [pack_bits(levels, m.spec.w_bits), _f32(m.w_scale)]
             if m.bias is not None:
                 chunks.append(_f32(m.bias))
@@ -149,11 +148,7 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
                 levels = unpack_bits(take(packed_nbytes(m.weight.numel(), k)), k, m.weight.numel())
                 levels = torch.from_numpy(levels.astype(np.float64)).view(m.weight.shape)
                 m.set_frozen_scale(floats(m.w_scale))
-                if k == 1:
-                    latent = levels * 2 - 1  # the sign is all a binary layer keeps
-                else:  # a latent weight whose tanh sits exactly on level l under the frozen max|tanh|
-                    latent = torch.atanh(m.w_scale.double().clamp(max=1 - 1e-7) * (2 * levels / (2**k - 1) - 1))
-                m.weight.copy_(latent.float())
+                m.weight.copy_(m.spec.weight_quantizer.latent(levels, m.spec, m.w_scale).float())
                 if m.bias is not None:
                     m.bias.copy_(floats(m.bias))
             elif isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -39,7 +39,7 @@ import torchvision
 from .errors import BadInput
 from .models import BasicBlock
 from .prune import MODES, PruneError, prune_groups
-from .quantize import FULL_PRECISION_BITS, _set_module, _sign, is_quantized
+from .quantize import ActivationQuantizer, _set_module, is_quantized
 
 
 class InferenceError(BadInput):
@@ -84,28 +84,25 @@ class _FusedLayer(nn.Module):
     bookkeeping; DoReFa's ``1 / (2^k - 1)`` moves from the input into the weights (the layer is
     linear), so the input becomes the integer levels: one pass fewer."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None, a_bits: int | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: ActivationQuantizer | None,
+                 a_bits: int | None):
         super().__init__()
-        self.act, self.levels = act, (float(2**a_bits - 1) if act == "dorefa" else None)
-        if self.levels:
-            weight = weight / self.levels
+        self.act, self.a_bits = act, a_bits
+        if act is not None and act.step(a_bits) != 1:
+            weight = weight / act.step(a_bits)
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def quantize_input(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """``scratch``: ``x`` has no other user and may be overwritten (no allocation)."""
-        if self.act == "sign":  # +1 / -1, sign(0) = +1
-            return x.ge_(0).mul_(2).sub_(1) if scratch else _sign(x)
-        if self.act == "dorefa":  # the integer levels round(clip(x, 0, 1) (2^k - 1)), exactly
-            return (x.mul_(self.levels) if scratch else x.mul(self.levels)).clamp_(0, self.levels).round_()
-        return x
+        return x if self.act is None else self.act.integers(x, self.a_bits, scratch)
 
 
 class FusedConv2d(_FusedLayer):
     """``conv2d(quantize_input(x), W, b)`` with fixed ``W`` and ``b``."""
 
-    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
-                 a_bits: int | None, fold: bool = True):
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
+                 act: ActivationQuantizer | None, a_bits: int | None, fold: bool = True):
         if conv.padding_mode != "zeros":
             raise InferenceError(f"{conv}: padding_mode {conv.padding_mode!r} cannot be fused, only 'zeros'")
         super().__init__(weight, bias, act, a_bits)
@@ -137,7 +134,7 @@ class FusedConv2d(_FusedLayer):
 
     def extra_repr(self) -> str:
         folds = f", folds={self.folds}" if self.folds else ""
-        return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act or 'float'}{folds}"
+        return f"{tuple(self.weight.shape)}, stride={self.stride}, input={self.act.name if self.act else 'float'}{folds}"
 
 
 class FusedLinear(_FusedLayer):
@@ -152,14 +149,14 @@ class FusedBasicBlock(nn.Module):
     place where a tensor has no other user: each convolution's output is fresh, so its ReLU, the
     next layer's input quantizer and the residual sum overwrite it (an allocation fewer each, and
     the page faults of its first touch).  The ReLU before a DoReFa-quantized ``conv2`` is skipped:
-    that quantizer clamps at 0 itself, so the result is bitwise the same.  The block's input is
+    that quantizer clamps at 0 itself (``clips_at_zero``), so the result is bitwise the same.  The block's input is
     only read."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
         self.conv1, self.conv2, self.downsample = block.conv1, block.conv2, block.downsample
         self.relu = isinstance(block.relu, nn.ReLU)  # False: BNN, whose ReLUs are identities
-        self.relu1 = self.relu and self.conv2.act != "dorefa"
+        self.relu1 = self.relu and not (self.conv2.act is not None and self.conv2.act.clips_at_zero)
 
     def forward(self, x):
         out = self.conv1(x)
@@ -185,13 +182,10 @@ def _fusable_block(block: nn.Module) -> bool:
             and isinstance(block.relu, (nn.ReLU, nn.Identity)) and fused_shortcut)
 
 
-def _input_quantizer(module: nn.Module) -> tuple[str | None, int | None]:
-    if not is_quantized(module):
+def _input_quantizer(module: nn.Module) -> tuple[ActivationQuantizer | None, int | None]:
+    if not is_quantized(module) or module.spec.act_quantizer is None:
         return None, None
-    spec = module.spec
-    if spec.act is None or spec.a_bits == FULL_PRECISION_BITS:
-        return None, None
-    return spec.act, spec.a_bits
+    return module.spec.act_quantizer, module.spec.a_bits
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

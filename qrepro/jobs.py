@@ -10,8 +10,20 @@ from dataclasses import asdict, dataclass
 from .config import QUANT_KINDS, StudyConfig
 
 
+class _Job:
+    """What search and final jobs share: the criterion they prune with, and the dict their key holds."""
+
+    criterion: str | None
+
+    def criterion_in(self, cfg: StudyConfig) -> str:
+        return self.criterion or cfg.search.criterion
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not (k == "criterion" and v is None)}
+
+
 @dataclass(frozen=True)
-class SearchJob:
+class SearchJob(_Job):
     """One search: a quantized base model, a mode and method, a size target (pareto: 0) and a seed."""
 
     model: str
@@ -26,15 +38,9 @@ class SearchJob:
         crit = f"-{self.criterion}" if self.criterion else ""
         return f"search/{self.model}-{self.mode}-{self.method}{crit}-t{self.target}-s{self.seed}"
 
-    def criterion_in(self, cfg: StudyConfig) -> str:
-        return self.criterion or cfg.search.criterion
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not (k == "criterion" and v is None)}
-
 
 @dataclass(frozen=True)
-class FinalJob:
+class FinalJob(_Job):
     """One final model: the best configuration of a method's searches, fine-tuned with one seed."""
 
     model: str
@@ -47,12 +53,6 @@ class FinalJob:
     def id(self) -> str:
         crit = f"-{self.criterion}" if self.criterion else ""
         return f"final/{self.model}-{self.method}{crit}-t{self.target}-s{self.seed}"
-
-    def criterion_in(self, cfg: StudyConfig) -> str:
-        return self.criterion or cfg.search.criterion
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not (k == "criterion" and v is None)}
 
     def searches(self, cfg: StudyConfig) -> list[SearchJob]:
         """The searches it picks its ratios from: every seed's (uniform: its one search)."""

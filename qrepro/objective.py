@@ -10,6 +10,7 @@ into the search journal's key.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,19 @@ from .data import loader_size, subset_loader
 from .device import model_device, resolve_device, to_device
 from .prune import prune, recalibrate_batchnorm
 from .train import TrainConfig, evaluate, make_optimizer
+
+
+@dataclass
+class EvaluationSettings:
+    """What one evaluation of a pruned candidate uses: the one default of each field, for
+    :class:`PruneObjective`, the command line's search and the study's presets alike."""
+
+    bn_batches: int = 20  # batches of 128 training images for BatchNorm re-estimation
+    val_images: int | None = None  # validation images the accuracy is measured on (None: all)
+
+    def __post_init__(self):
+        if self.bn_batches < 1 or (self.val_images is not None and self.val_images < 1):
+            raise ValueError(f"bn_batches and val_images must be at least 1, got {self.bn_batches}, {self.val_images}")
 
 
 def finetune(model, loader, steps: int, lr: float = 1e-4, seed: int = 0):
@@ -43,8 +57,9 @@ def finetune(model, loader, steps: int, lr: float = 1e-4, seed: int = 0):
 class PruneObjective:
     """``objective({layer: ratio}) -> validation accuracy (percent)`` of the pruned model."""
 
-    def __init__(self, model, splits, criterion: str = "redundancy", bn_batches: int = 20, val_images: int | None = None,
-                 finetune_steps: int = 0, finetune_lr: float = 1e-4, criterion_options: dict | None = None,
+    def __init__(self, model, splits, criterion: str = "redundancy", bn_batches: int = EvaluationSettings.bn_batches,
+                 val_images: int | None = EvaluationSettings.val_images, finetune_steps: int = 0,
+                 finetune_lr: float = 1e-4, criterion_options: dict | None = None,
                  mode: str = "block", batch_size: int = 256, seed: int = 0, device=None):
         self.model = copy.deepcopy(model).eval()
         if device is not None:  # else the model's own device

@@ -196,8 +196,7 @@ def _slice_out(model: nn.Module, conv_name: str, bn_name: str, keep: torch.Tenso
     state["weight"] = state["weight"][keep]
     if conv.bias is not None:
         state["bias"] = state["bias"][keep]
-    if spec is not None and state["w_scale"].numel() == conv.out_channels and spec.scaling == "filter" \
-            and spec.weight == "binary":
+    if spec is not None and spec.weight_quantizer.per_filter_scale(spec):
         state["w_scale"] = state["w_scale"][keep]
     new.load_state_dict(state)
     _replace(model, conv_name, new)

@@ -24,8 +24,15 @@ Scales can be *frozen*: after pruning, the per-filter ``alpha`` (or DoReFa's
 ``max|tanh(w)|``) keeps its pre-pruning value so that a pruned layer computes
 exactly what the unpruned layer computed on the kept filters (see ``prune.py``).
 
-Quantizers are registered by name (``WEIGHT_QUANTIZERS``, ``ACTIVATION_QUANTIZERS``,
-``SCHEMES``) so configs, notebooks and the command line name them as strings.
+* Ternary weights (TWN, Li, Zhang and Liu 2016, arXiv:1605.04711): ``w_t = alpha t``,
+  ``t = sign(w) 1_{|w| > 0.7 mean|w|}`` and ``alpha`` the mean of ``|w|`` above that threshold, per
+  filter (or per layer, the paper's); backward: straight through; full-precision activations.
+
+A quantizer is one object (:class:`WeightQuantizer`, :class:`ActivationQuantizer`) that owns its
+forward and backward, its scale, its codes (what a criterion compares), its bits (what the size
+formula counts and a packed file stores), the way back from stored levels to weights, and its fused
+inference form; registered by name (``WEIGHT_QUANTIZERS``, ``ACTIVATION_QUANTIZERS``, ``SCHEMES``) so
+configs, notebooks and the command line name them as strings, and no other module branches on a name.
 """
 from __future__ import annotations
 
@@ -238,9 +245,263 @@ def dorefa_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _ClipQuantizeSTE.apply(x, levels)
 
 
-# --------------------------------------------------------------------------- registries
-WEIGHT_QUANTIZERS: dict[str, Callable] = {"binary": binarize_weight, "dorefa": dorefa_weight}
-ACTIVATION_QUANTIZERS: dict[str, Callable] = {"sign": binarize_activation, "dorefa": dorefa_activation}
+# --------------------------------------------------------------------------- ternary weights
+class _IdentitySTE(torch.autograd.Function):
+    """``target`` forward, the gradient passed to ``w`` unchanged (TWN updates the latent weights with
+    the gradient of the ternary ones)."""
+
+    @staticmethod
+    def forward(ctx, w, target):
+        return target
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def ternary_codes(w: torch.Tensor, scaling: str = "filter") -> torch.Tensor:
+    """TWN's codes ``t = sign(w) 1_{|w| > delta}`` in ``{-1, 0, +1}``, ``delta = 0.7 mean(|w|)`` per output
+    filter (``"filter"``) or over the layer (``"layer"``, the paper's)."""
+    dims = tuple(range(1, w.dim())) if scaling == "filter" else tuple(range(w.dim()))
+    delta = 0.7 * w.abs().mean(dim=dims, keepdim=True)
+    return torch.where(w.abs() > delta, torch.where(w >= 0, 1.0, -1.0), 0.0).to(w.dtype)
+
+
+def ternary_scale(w: torch.Tensor, scaling: str = "filter") -> torch.Tensor:
+    """TWN's ``alpha``: the mean of ``|w|`` over the weights above the threshold, per filter or per layer
+    (0 where no weight is above it)."""
+    t = ternary_codes(w, scaling).abs()
+    dims = tuple(range(1, w.dim())) if scaling == "filter" else tuple(range(w.dim()))
+    return (w.abs() * t).sum(dim=dims, keepdim=True) / t.sum(dim=dims, keepdim=True).clamp_min(1)
+
+
+def ternarize_weight(w: torch.Tensor, scaling: str = "filter", scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Ternary Weight Networks (Li, Zhang and Liu 2016, arXiv:1605.04711): ``w_t = alpha t`` with ``t`` of
+    :func:`ternary_codes` and ``alpha`` of :func:`ternary_scale` (``scale``: a frozen ``alpha``, ``(N,)``
+    per filter or ``(1,)`` per layer); backward: straight through, ``dL/dw = dL/dw_t``."""
+    alpha = ternary_scale(w.detach(), scaling) if scale is None else (
+        scale.reshape(-1, *([1] * (w.dim() - 1))) if scaling == "filter" else scale.reshape(()))
+    return _IdentitySTE.apply(w, alpha.to(w.dtype) * ternary_codes(w.detach(), scaling))
+
+
+# --------------------------------------------------------------------------- quantizers as objects
+class WeightQuantizer:
+    """One registered weight quantizer: everything the package asks of it, so no other module branches on
+    its name.  ``spec`` is the layer's :class:`QuantSpec`; weights are ``(N, ...)``, codes ``(N, D)``."""
+
+    name = ""
+
+    def check(self, spec: "QuantSpec"):
+        """Raise a :class:`QuantizationError` for bits or a scaling this quantizer does not have."""
+
+    def code_kind(self, spec: "QuantSpec") -> str:
+        """``"binary"``: codes in {-1, +1} (criteria use the Hamming distance); ``"levels"``: integer levels."""
+        return "levels"
+
+    def scale_shape(self, spec: "QuantSpec", out_channels: int) -> tuple[int, ...]:
+        """Shape of the frozen-scale buffer."""
+        raise NotImplementedError
+
+    def per_filter_scale(self, spec: "QuantSpec") -> bool:
+        """Whether the scale holds one value per output filter (pruning slices it with the filters)."""
+        return False
+
+    def scale(self, w: torch.Tensor, spec: "QuantSpec") -> torch.Tensor:
+        """The scale computed from the latent weights, in :meth:`scale_shape`."""
+        raise NotImplementedError
+
+    def quantize(self, w: torch.Tensor, spec: "QuantSpec", scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The quantized weights (forward, with a straight-through backward); ``scale``: a frozen one."""
+        raise NotImplementedError
+
+    def codes(self, w: torch.Tensor, wq: torch.Tensor, spec: "QuantSpec") -> torch.Tensor:
+        """``(N, D)`` codes with the scales divided out, from the latent ``w`` and quantized ``wq`` weights."""
+        raise NotImplementedError
+
+    def levels(self, codes: torch.Tensor, spec: "QuantSpec") -> torch.Tensor:
+        """The codes as integers in ``[0, 2^w_bits)``: what a packed file stores."""
+        return codes
+
+    def latent(self, levels: torch.Tensor, spec: "QuantSpec", scale: torch.Tensor) -> torch.Tensor:
+        """Latent weights that quantize back to ``levels`` under the frozen ``scale`` (float64)."""
+        raise NotImplementedError
+
+
+class BinaryWeights(WeightQuantizer):
+    """BNN / XNOR: ``alpha sign(w)`` (:func:`binarize_weight`)."""
+
+    name = "binary"
+
+    def check(self, spec):
+        if spec.w_bits != 1:
+            raise QuantizationError(f"weight quantizer 'binary' has 1 bit, got w_bits={spec.w_bits}")
+
+    def code_kind(self, spec):
+        return "binary"
+
+    def scale_shape(self, spec, out_channels):
+        return {"filter": (out_channels,), "layer": (1,), "none": (0,)}[spec.scaling]
+
+    def per_filter_scale(self, spec):
+        return spec.scaling == "filter"
+
+    def scale(self, w, spec):
+        return binary_scale(w, spec.scaling).reshape(self.scale_shape(spec, w.shape[0]))
+
+    def quantize(self, w, spec, scale=None):
+        return binarize_weight(w, spec.scaling, scale)
+
+    def codes(self, w, wq, spec):
+        return torch.where(w.flatten(1) >= 0, 1.0, -1.0)
+
+    def levels(self, codes, spec):
+        return (codes > 0).to(codes.dtype)
+
+    def latent(self, levels, spec, scale):
+        return levels * 2 - 1  # the sign is all a binary layer keeps
+
+
+class DoReFaWeights(WeightQuantizer):
+    """DoReFa-Net's k-bit weights, ``E|w| sign(w)`` at 1 bit (:func:`dorefa_weight`)."""
+
+    name = "dorefa"
+
+    def code_kind(self, spec):
+        return "binary" if spec.w_bits == 1 else "levels"
+
+    def scale_shape(self, spec, out_channels):
+        return (0,) if spec.w_bits == FULL_PRECISION_BITS else (1,)
+
+    def scale(self, w, spec):
+        return dorefa_scale(w, spec.w_bits).reshape(1)
+
+    def quantize(self, w, spec, scale=None):
+        return dorefa_weight(w, spec.w_bits, scale)
+
+    def codes(self, w, wq, spec):
+        if spec.w_bits == 1:
+            return torch.where(w.flatten(1) >= 0, 1.0, -1.0)
+        if spec.w_bits == FULL_PRECISION_BITS:
+            return w.flatten(1).clone()
+        return torch.round((wq.flatten(1) + 1) * (2**spec.w_bits - 1) / 2)
+
+    def levels(self, codes, spec):
+        return (codes > 0).to(codes.dtype) if spec.w_bits == 1 else codes
+
+    def latent(self, levels, spec, scale):
+        if spec.w_bits == 1:
+            return levels * 2 - 1
+        k = spec.w_bits  # a latent weight whose tanh sits exactly on level l under the frozen max|tanh|
+        return torch.atanh(scale.double().clamp(max=1 - 1e-7) * (2 * levels / (2**k - 1) - 1))
+
+
+class TernaryWeights(WeightQuantizer):
+    """Ternary Weight Networks, ``alpha t`` with ``t`` in {-1, 0, +1} (:func:`ternarize_weight`), stored
+    at 2 bits per weight (levels 0, 1, 2 for -1, 0, +1)."""
+
+    name = "ternary"
+
+    def check(self, spec):
+        if spec.w_bits != 2:
+            raise QuantizationError(f"weight quantizer 'ternary' is stored at 2 bits, got w_bits={spec.w_bits}")
+        if spec.scaling == "none":
+            raise QuantizationError("weight quantizer 'ternary' needs a scale: scaling 'filter' or 'layer'")
+
+    def scale_shape(self, spec, out_channels):
+        return (out_channels,) if spec.scaling == "filter" else (1,)
+
+    def per_filter_scale(self, spec):
+        return spec.scaling == "filter"
+
+    def scale(self, w, spec):
+        return ternary_scale(w, spec.scaling).reshape(self.scale_shape(spec, w.shape[0]))
+
+    def quantize(self, w, spec, scale=None):
+        return ternarize_weight(w, spec.scaling, scale)
+
+    def codes(self, w, wq, spec):
+        return ternary_codes(w, spec.scaling).flatten(1)
+
+    def levels(self, codes, spec):
+        return codes + 1
+
+    def latent(self, levels, spec, scale):
+        return levels - 1  # |±1| is above 0.7 mean|w| <= 0.7, and 0 is not: the same codes
+
+
+class ActivationQuantizer:
+    """One registered activation quantizer: its forward with a straight-through backward, and its
+    fused-inference form (the input as integers, the step folded into the next layer's weights)."""
+
+    name = ""
+    replaces_relu = False  # a ReLU in front would make every input the same code (sign(relu(x)) = +1)
+    clips_at_zero = False  # the quantizer maps negatives as a ReLU would (a ReLU in front changes nothing)
+
+    def check(self, bits: int):
+        """Raise a :class:`QuantizationError` for bits this quantizer does not have."""
+
+    def quantize(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, bits: int) -> float:
+        """The input's integer step as a divisor: the fused layer's weights are divided by it."""
+        return 1.0
+
+    def integers(self, x: torch.Tensor, bits: int, scratch: bool = False) -> torch.Tensor:
+        """The quantized input times :meth:`step`, exactly (``scratch``: ``x`` may be overwritten)."""
+        raise NotImplementedError
+
+
+class SignActivations(ActivationQuantizer):
+    """``sign(x)`` (:func:`binarize_activation`); fused: +1 / -1."""
+
+    name, replaces_relu = "sign", True
+
+    def check(self, bits):
+        if bits != 1:
+            raise QuantizationError(f"activation quantizer 'sign' has 1 bit, got a_bits={bits}")
+
+    def quantize(self, x, bits):
+        return binarize_activation(x, bits)
+
+    def integers(self, x, bits, scratch=False):
+        return x.ge_(0).mul_(2).sub_(1) if scratch else _sign(x)
+
+
+class DoReFaActivations(ActivationQuantizer):
+    """``quantize_k(clip(x, 0, 1))`` (:func:`dorefa_activation`); fused: the levels ``0 .. 2^k - 1``."""
+
+    name, clips_at_zero = "dorefa", True
+
+    def quantize(self, x, bits):
+        return dorefa_activation(x, bits)
+
+    def step(self, bits):
+        return float(2**bits - 1)
+
+    def integers(self, x, bits, scratch=False):
+        levels = self.step(bits)  # round(clip(x, 0, 1) (2^k - 1)), exactly
+        return (x.mul_(levels) if scratch else x.mul(levels)).clamp_(0, levels).round_()
+
+
+WEIGHT_QUANTIZERS: dict[str, WeightQuantizer] = {}
+ACTIVATION_QUANTIZERS: dict[str, ActivationQuantizer] = {}
+
+
+def register_weight_quantizer(q: WeightQuantizer) -> WeightQuantizer:
+    WEIGHT_QUANTIZERS[q.name] = q
+    return q
+
+
+def register_activation_quantizer(q: ActivationQuantizer) -> ActivationQuantizer:
+    ACTIVATION_QUANTIZERS[q.name] = q
+    return q
+
+
+for _q in (BinaryWeights(), DoReFaWeights(), TernaryWeights()):
+    register_weight_quantizer(_q)
+for _a in (SignActivations(), DoReFaActivations()):
+    register_activation_quantizer(_a)
 
 
 @dataclass(frozen=True)
@@ -266,21 +527,26 @@ class QuantSpec:
         object.__setattr__(self, "w_bits", check_bits(self.w_bits, "w_bits"))
         object.__setattr__(self, "a_bits", check_bits(self.a_bits, "a_bits"))
         check_scaling(self.scaling)
-        if self.weight == "binary" and self.w_bits != 1:
-            raise QuantizationError(f"weight quantizer 'binary' has 1 bit, got w_bits={self.w_bits}")
-        if self.act == "sign" and self.a_bits != 1:
-            raise QuantizationError(f"activation quantizer 'sign' has 1 bit, got a_bits={self.a_bits}")
+        self.weight_quantizer.check(self)
+        if self.act_quantizer is not None:
+            self.act_quantizer.check(self.a_bits)
+
+    @property
+    def weight_quantizer(self) -> WeightQuantizer:
+        return WEIGHT_QUANTIZERS[self.weight]
+
+    @property
+    def act_quantizer(self) -> ActivationQuantizer | None:
+        """The input's quantizer, or None where the input stays full precision."""
+        return None if self.act is None or self.a_bits == FULL_PRECISION_BITS else ACTIVATION_QUANTIZERS[self.act]
 
     @property
     def code_kind(self) -> str:
-        """``"binary"`` when the weight codes are {-1, +1}, ``"levels"`` for k-bit integer levels."""
-        return "binary" if self.w_bits == 1 else "levels"
+        return self.weight_quantizer.code_kind(self)
 
     def scale_shape(self, out_channels: int) -> tuple[int, ...]:
         """Shape of the frozen-scale buffer: one per filter, one per layer, or none."""
-        if self.weight == "binary":
-            return {"filter": (out_channels,), "layer": (1,), "none": (0,)}[self.scaling]
-        return (0,) if self.w_bits == FULL_PRECISION_BITS else (1,)
+        return self.weight_quantizer.scale_shape(self, out_channels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -296,11 +562,20 @@ def _scheme_dorefa(w_bits: int = 2, a_bits: int = 2, scaling: str = "filter") ->
     return QuantSpec("dorefa", w_bits, scaling, "dorefa", a_bits)
 
 
-SCHEMES: dict[str, Callable[..., QuantSpec]] = {"bnn": _scheme_bnn, "dorefa": _scheme_dorefa}
+def _scheme_ternary(w_bits: int = 2, a_bits: int = FULL_PRECISION_BITS, scaling: str = "filter") -> QuantSpec:
+    """TWN: ternary weights stored at 2 bits, full-precision activations (as in the paper)."""
+    if w_bits != 2 or a_bits != FULL_PRECISION_BITS:
+        raise QuantizationError(f"scheme 'ternary' is ternary weights (2 bits stored) and full-precision activations, "
+                                f"got w_bits={w_bits}, a_bits={a_bits}")
+    return QuantSpec("ternary", 2, scaling, None, FULL_PRECISION_BITS)
+
+
+SCHEMES: dict[str, Callable[..., QuantSpec]] = {"bnn": _scheme_bnn, "dorefa": _scheme_dorefa,
+                                                "ternary": _scheme_ternary}
 
 
 def make_spec(scheme: str, w_bits: int | None = None, a_bits: int | None = None, scaling: str = "filter") -> QuantSpec:
-    """The :class:`QuantSpec` of a named scheme (``"bnn"`` or ``"dorefa"``)."""
+    """The :class:`QuantSpec` of a named scheme (``SCHEMES``: ``"bnn"``, ``"dorefa"``, ``"ternary"``)."""
     if scheme not in SCHEMES:
         raise QuantizationError(f"unknown quantization scheme {scheme!r}; accepted values: {', '.join(SCHEMES)}")
     kwargs = {"scaling": check_scaling(scaling)}
@@ -348,13 +623,7 @@ class _QuantMixin:
         """The scale the weight quantizer uses now, in the shape of ``w_scale``."""
         if self._frozen or self.w_scale.numel() == 0:
             return self.w_scale
-        w = self.weight.detach()
-        s = self.spec
-        if s.weight == "binary":
-            return binary_scale(w, s.scaling).reshape(s.scale_shape(w.shape[0]))
-        if s.w_bits == FULL_PRECISION_BITS:
-            return self.w_scale
-        return dorefa_scale(w, s.w_bits).reshape(1)
+        return self.spec.weight_quantizer.scale(self.weight.detach(), self.spec)
 
     def freeze_scale(self):
         """Store the current scale and use it from now on (the post-pruning convention)."""
@@ -363,31 +632,18 @@ class _QuantMixin:
         self._frozen = True
 
     def quantized_weight(self) -> torch.Tensor:
-        s = self.spec
-        scale = self.w_scale if self._frozen else None
-        if s.weight == "binary":
-            return binarize_weight(self.weight, s.scaling, scale)
-        return dorefa_weight(self.weight, s.w_bits, scale)
+        return self.spec.weight_quantizer.quantize(self.weight, self.spec, self.w_scale if self._frozen else None)
 
     def weight_codes(self) -> torch.Tensor:
-        """Quantized filters with scales divided out, shape ``(N, D)``.
-
-        Binary: the ``{-1, +1}`` codes.  k-bit DoReFa: the integer levels ``0 .. 2^k - 1``.
-        """
-        w = self.weight.detach().flatten(1)
-        s = self.spec
-        if s.w_bits == 1:
-            return torch.where(w >= 0, 1.0, -1.0)
-        if s.w_bits == FULL_PRECISION_BITS:
-            return w.clone()
-        wq = self.quantized_weight().detach().flatten(1)
-        return torch.round((wq + 1) * (2**s.w_bits - 1) / 2)
+        """Quantized filters with scales divided out, shape ``(N, D)`` (binary: the ``{-1, +1}`` codes;
+        k-bit DoReFa: the integer levels ``0 .. 2^k - 1``; ternary: ``{-1, 0, +1}``)."""
+        w = self.weight.detach()
+        with torch.no_grad():
+            return self.spec.weight_quantizer.codes(w, self.quantized_weight().detach(), self.spec)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.spec
-        if s.act is None or s.a_bits == FULL_PRECISION_BITS:
-            return x
-        return ACTIVATION_QUANTIZERS[s.act](x, s.a_bits)
+        q = self.spec.act_quantizer
+        return x if q is None else q.quantize(x, self.spec.a_bits)
 
     def extra_repr(self) -> str:
         s = self.spec
@@ -451,10 +707,10 @@ def quantize_model(model: nn.Module, scheme: str, w_bits: int | None = None, a_b
     convolution and the last linear layer, which stay full precision.
 
     The latent weights are copied, so a quantized model starts from its full-precision
-    checkpoint.  ``scheme`` is ``"bnn"`` (1-bit weights and activations) or ``"dorefa"``
-    (``w_bits``/``a_bits``, 2 by default).
+    checkpoint.  ``scheme`` is ``"bnn"`` (1-bit weights and activations), ``"dorefa"``
+    (``w_bits``/``a_bits``, 2 by default) or ``"ternary"`` (TWN weights, full-precision activations).
 
-    ``replace_relu`` (default: True for ``"bnn"``): ``sign(relu(x))`` is +1 everywhere
+    ``replace_relu`` (default: True where the activation quantizer is ``sign``): ``sign(relu(x))`` is +1 everywhere
     (``sign(0) = +1``), so a binary-activation network cannot have a ReLU in front of a
     binarized layer; ReLUs become identities and the BatchNorm output is binarized
     directly, as in XNOR-Net and Bi-Real Net.  DoReFa keeps its ReLUs (its activation
@@ -462,7 +718,7 @@ def quantize_model(model: nn.Module, scheme: str, w_bits: int | None = None, a_b
     """
     spec = make_spec(scheme, w_bits, a_bits, scaling)
     if replace_relu is None:
-        replace_relu = scheme == "bnn"
+        replace_relu = spec.act_quantizer is not None and spec.act_quantizer.replaces_relu
     model = model if inplace else copy.deepcopy(model)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]

@@ -42,7 +42,7 @@ from .config import BASE_KINDS, QUANT_KINDS, StudyConfig, load_preset
 from .criteria import variant
 from .data import dataset_identity, load_splits
 from .device import resolve_device
-from .errors import BadInput, check_writable_dir
+from .errors import BadInput, check_input_file, check_writable_dir
 from .export import load_packed, save_packed
 from .gp import fit_gp
 from .jobs import final_jobs, gp_slice_job, search_jobs
@@ -62,6 +62,9 @@ DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data
 NOT_KEYED = {"artifacts": "the graph's bookkeeping: keys, paths, status, the manifest",
              "errors": "error classes and input checks",
              "paths": "where files live"}
+# and per maker, modules its imports reach that it never runs
+BASE_NOT_KEYED = {"prune": "load_checkpoint imports it to rebuild pruned checkpoints; base models are not pruned",
+                  "criteria": "imported by prune; training never selects filters"}
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
 
@@ -126,8 +129,8 @@ def load_study_data(preset=False, data_root=None, device=None):
 
 
 # --------------------------------------------------------------------------- the graph
-def _code(*makers) -> tuple[str, ...]:
-    return code_closure(*makers, exempt=NOT_KEYED)
+def _code(*makers, exempt: dict | None = None) -> tuple[str, ...]:
+    return code_closure(*makers, exempt={**NOT_KEYED, **(exempt or {})})
 
 
 def study_graph(preset=False, root=None, data_root=None) -> Graph:
@@ -137,7 +140,8 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
     for kind in BASE_KINDS:
         tc = from_mapping(TrainConfig, cfg.base_fields(kind), f"base.{kind}")
         arts.append(Artifact(f"base/{kind}", "checkpoints", f"base-{kind}", ".pt", make_base, tc.to_dict(),
-                             () if kind == "fp" else ("base/fp",), _code(make_base), True, stage="base"))
+                             () if kind == "fp" else ("base/fp",), _code(make_base, exempt=BASE_NOT_KEYED), True,
+                             stage="base"))
     evaluation = vars(cfg.evaluation)
     arts.append(Artifact("ablation", "tables", "ablation", ".csv", make_ablation,
                          {"ablation": vars(cfg.ablation), "evaluation": evaluation,
@@ -196,6 +200,26 @@ def open_study(preset=False, root=None, data_root=None, progress: bool = True) -
     """The study ``preset`` under ``root``: its settings and its artifact graph (nothing is loaded yet)."""
     cfg = load_preset(preset)
     return Study(cfg, study_graph(cfg, root, data_root), data_root, progress)
+
+
+ARTIFACT_REFERENCE = re.compile(r"(?:(?P<preset>[A-Za-z0-9_-]+):)?(?P<id>base/[A-Za-z0-9_-]+)")
+
+
+def resolve_checkpoint(value: str, what: str = "checkpoint", root=None) -> Path:
+    """A checkpoint named by path, or by the artifact id of a study's base model (``base/bnn``: the full
+    study's; ``smoke:base/bnn``: the smoke study's), resolved through the manifest of ``root`` (digest
+    checked), so a config keeps working after every rebuild."""
+    if Path(value).is_file():
+        return Path(value)
+    ref = ARTIFACT_REFERENCE.fullmatch(value)
+    if ref is None:
+        check_input_file(value, what, "name a checkpoint file, or a study's base model as base/bnn")
+    try:
+        return study_graph(ref["preset"] or "full", root).resolve(ref["id"])
+    except KeyError:
+        raise BadInput(f"{what}: {value!r} names no base model of the {ref['preset'] or 'full'} study; its base "
+                       f"models: {', '.join(i for i in study_graph(ref['preset'] or 'full', root).ids('base'))}") \
+            from None
 
 
 def _data_identity(cfg: StudyConfig, data_root) -> dict:

@@ -49,7 +49,7 @@ class TrainConfig:
 
     arch: str = "resnet20"
     dataset: str = "fashion-mnist"
-    scheme: str | None = None  # None: full precision; "bnn"; "dorefa"
+    scheme: str | None = None  # None: full precision; else a name of quantize.SCHEMES
     w_bits: int | None = None
     a_bits: int | None = None
     scaling: str = "filter"

@@ -1,5 +1,7 @@
 """The command line on the synthetic dataset: train a checkpoint, then search its ratios."""
+import inspect
 import json
+from pathlib import Path
 
 from qrepro.checkpoint import load_checkpoint
 from qrepro.cli import main
@@ -55,13 +57,52 @@ def test_train_options_override_the_config_file(tmp_path):
     assert (tc.epochs, tc.lr, tc.weight_decay, tc.momentum) == (2.0, 0.2, 0.001, 0.8)
 
 
-def test_search_job_carries_every_search_config_field():
+def test_search_run_carries_every_search_config_and_evaluation_field_with_its_one_default():
     import dataclasses
 
-    from qrepro.cli import SearchJob
+    from qrepro.cli import SearchRun
+    from qrepro.config import SearchSettings
+    from qrepro.objective import EvaluationSettings, PruneObjective
     from qrepro.search import SearchConfig
 
-    job = {f.name: f.default for f in dataclasses.fields(SearchJob)}
+    run = {f.name: f.default for f in dataclasses.fields(SearchRun)}
     for f in dataclasses.fields(SearchConfig):
         if f.name not in ("layers", "extra"):
-            assert f.name in job and job[f.name] == f.default, f.name
+            assert f.name in run and run[f.name] == f.default, f.name
+    study = {f.name: f.default for f in dataclasses.fields(SearchSettings)}
+    for name in ("budget", "n_init", "q", "r_max"):  # the study's searches: the same defaults
+        assert study[name] == run[name], name
+    objective = inspect.signature(PruneObjective).parameters
+    for f in dataclasses.fields(EvaluationSettings):
+        assert run[f.name] == f.default == objective[f.name].default, f.name
+
+
+def test_the_readme_search_example_runs_as_written(tmp_path, capsys):
+    """configs/search-example.json names its checkpoint by artifact id (base/bnn), so it survives every
+    rebuild of the study; the README's command, at a small budget and with its outputs in tmp_path."""
+    example = Path(__file__).resolve().parent.parent / "configs" / "search-example.json"
+    assert json.loads(example.read_text())["checkpoint"] == "base/bnn"
+    assert main(["search", "--config", str(example), "--budget", "3", "--n-init", "2",
+                 "--val-images", "64", "--bn-batches", "1", "--journal", str(tmp_path / "j.jsonl"),
+                 "--summary", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["evaluations"] == 3
+
+
+def test_search_takes_every_field_as_an_option_and_names_criteria_as_presets_do(tmp_path, capsys):
+    """No config file needed; a criterion variant (redundancy-gm) works as in a preset; a typo in an option
+    or an empty layer list is refused before any file is made."""
+    common = ["search", "--checkpoint", "base/bnn", "--budget", "2", "--n-init", "1", "--val-images", "64",
+              "--bn-batches", "1", "--journal", str(tmp_path / "j.jsonl"), "--summary", str(tmp_path / "s.json")]
+    assert main(common + ["--criterion", "redundancy-gm"]) == 0
+    journal = json.loads((tmp_path / "j.jsonl").read_text().splitlines()[0])
+    assert journal["config"]["extra"]["objective"]["criterion_options"] == {"tie_break": "geometric_median"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"checkpoint": "base/bnn", "criterion_options": {"tie_brake": "gamma"},
+                               "journal": str(tmp_path / "new.jsonl")}))
+    assert main(["search", "--config", str(bad)]) == 2
+    assert "tie_brake" in capsys.readouterr().err and not (tmp_path / "new.jsonl").exists()
+    bad.write_text(json.dumps({"checkpoint": "base/bnn", "layers": [], "journal": str(tmp_path / "new.jsonl")}))
+    assert main(["search", "--config", str(bad)]) == 2
+    assert "empty list" in capsys.readouterr().err and not (tmp_path / "new.jsonl").exists()
+    assert main(["search", "--checkpoint", "base/nope"]) == 2
+    assert "base/fp, base/bnn, base/dorefa" in capsys.readouterr().err

@@ -37,6 +37,15 @@ def test_a_change_in_the_search_restales_searches_and_what_reads_them_not_base_m
     assert {i for i in ids if i.startswith(("search/", "final/"))} <= changed
 
 
+def test_base_models_do_not_depend_on_pruning_code_and_the_exemption_is_still_needed(monkeypatch, tmp_path):
+    """Training never prunes: a change of the criteria leaves the base models fresh (study.BASE_NOT_KEYED),
+    and each exempted module is still reached by the base models' imports (else the exemption is stale)."""
+    changed = _key_changes(monkeypatch, tmp_path, "criteria")
+    assert not any(i.startswith("base/") for i in changed) and "ablation" in changed
+    reached = set(code_closure(study.make_base, exempt=study.NOT_KEYED))
+    assert set(study.BASE_NOT_KEYED) <= reached
+
+
 def test_the_closure_follows_helpers_context_methods_and_imports():
     """Hand-checked for make_search: its own helpers, the Study context's methods (through the
     annotation), and the modules those name with what they import; the bookkeeping modules left out."""

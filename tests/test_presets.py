@@ -2,10 +2,10 @@
 (``--limit``) on data the tests write in each format (CIFAR-10 batch files, an ImageNet
 ImageFolder of JPEGs)."""
 import pytest
+from fakes import write_fake_cifar10, write_fake_imagefolder
 
 from qrepro import study
 from qrepro.config import load_study
-from qrepro.data import write_fake_cifar10, write_fake_imagefolder
 from qrepro.journal import load_journal
 
 

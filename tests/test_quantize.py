@@ -162,8 +162,8 @@ def test_bad_bit_widths(bad):
 
 
 def test_bad_scheme_and_scaling():
-    with pytest.raises(ValueError, match="bnn, dorefa"):
-        make_spec("ternary")
+    with pytest.raises(ValueError, match="bnn, dorefa, ternary"):
+        make_spec("quaternary")
     with pytest.raises(ValueError, match="filter, layer, none"):
         binarize_weight(torch.randn(2, 2), "channel")
     with pytest.raises(ValueError, match="1 to 32"):
@@ -171,7 +171,7 @@ def test_bad_scheme_and_scaling():
     with pytest.raises(ValueError, match="1-bit"):
         quantize_model(resnet20(), "bnn", w_bits=2)
     with pytest.raises(ValueError, match="registered"):
-        QuantSpec(weight="ternary")
+        QuantSpec(weight="quaternary")
 
 
 def test_resnet20_parameter_count():
