@@ -3,15 +3,14 @@ fitted GP's posterior, with the candidates still being evaluated taken into acco
 *Kriging believers* (observed at their posterior mean).
 
 Why not BoTorch's own: ``LogExpectedImprovement`` on the ``SingleTaskGP`` computes the same
-number, but every call walks GPyTorch's lazy-tensor machinery (about 7 ms per value and
-gradient at 60 observations and 12 dimensions, against a fraction of a millisecond for the
-algebra itself), and SLSQP calls it 50-150 times per proposal.  Here the GP's hyperparameters,
-training inputs and the Cholesky factor are read once per proposal and each call is a handful
-of tensor operations.  ``tests/test_acquisition.py`` checks values and gradients against
+number, but every call walks GPyTorch's lazy-tensor machinery, many times the cost of the algebra
+itself, and SLSQP calls it 50-150 times per proposal (benchmarks/HISTORY.md has the times).
+Here the GP's hyperparameters, training inputs and the Cholesky factor are read once per
+proposal and each call is a handful of tensor operations.  ``tests/test_acquisition.py`` checks values and gradients against
 BoTorch's ``LogExpectedImprovement`` (on the GP, and on the GP conditioned on the pending
 points' posterior means) to float64 precision.
 
-Scope: the GP :func:`qrepro.search.fit_gp` builds (``SingleTaskGP`` with an RBF kernel with one
+Scope: the GP :func:`qrepro.gp.fit_gp` builds (``SingleTaskGP`` with an RBF kernel with one
 lengthscale per input, a constant mean, homoskedastic Gaussian noise, ``Normalize`` inputs and
 ``Standardize`` outcomes); anything else raises.
 """
@@ -41,7 +40,7 @@ class PosteriorLogEI(AcquisitionFunction):
         super().__init__(model=gp)
         if not isinstance(gp.covar_module, RBFKernel) or not isinstance(gp.mean_module, ConstantMean) \
                 or not isinstance(gp.input_transform, Normalize) or not isinstance(gp.outcome_transform, Standardize):
-            raise BadInput("PosteriorLogEI needs the GP of qrepro.search.fit_gp (RBF kernel, constant mean, Normalize "
+            raise BadInput("PosteriorLogEI needs the GP of qrepro.gp.fit_gp (RBF kernel, constant mean, Normalize "
                            "inputs, Standardize outcomes); use BoTorch's LogExpectedImprovement for other models")
         with torch.no_grad():
             self.lengthscale = gp.covar_module.lengthscale.detach().reshape(-1)

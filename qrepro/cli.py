@@ -117,7 +117,7 @@ def _cmd_search(args) -> int:
     check_output_file(journal, f"{args.config}: journal")
     check_output_file(summary, f"{args.config}: summary")
 
-    resolve_device(job.device)
+    device = resolve_device(job.device)  # once for the command: a bad or absent device fails here
     model, payload = load_checkpoint(job.checkpoint)
     if not payload.get("quant"):
         raise BadInput(f"{args.config}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
@@ -135,7 +135,7 @@ def _cmd_search(args) -> int:
     splits = load_splits(dataset, root=job.data_root)
     crit, options = variant(job.criterion)
     objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
-                               criterion_options={**options, **job.criterion_options}, device=job.device)
+                               criterion_options={**options, **job.criterion_options}, device=device)
     sc.extra["objective"] = objective.describe()
     result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers)
     best = result.best

@@ -112,8 +112,7 @@ _TUNED = False
 def _tune_worker_process(threads: int | None):
     """Once per worker process: keep freed memory instead of returning it to the system at once.
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which made every evaluation
-    (megabytes of activations allocated and freed per batch) about 2.7 times slower here:
-    5.5 s against 2.0 s for one ResNet-20 evaluation on one thread (README, "Running on a cluster")."""
+    (megabytes of activations allocated and freed per batch) several times slower (docs/speed.md)."""
     global _TUNED
     if threads:
         torch.set_num_threads(threads)

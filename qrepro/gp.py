@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # annotations only: the search module imports this one
 @contextlib.contextmanager
 def single_thread():
     """Run the BO step on one thread: its tensors are tiny (tens of points), and on a machine
-    that other processes load, two spinning OpenMP threads made one proposal 3-4 times slower
-    (benchmarks/benchmark.py, section search)."""
+    that other processes load, two spinning OpenMP threads made one proposal several times slower
+    (benchmarks/HISTORY.md, the search loop)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

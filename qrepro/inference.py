@@ -61,9 +61,9 @@ def fold_factors(out_channels: int, lanes: int | None = None) -> tuple[int, ...]
     of a convolution with stride ``f`` along the width and kernel width ``k + f - 1``, whose filter
     ``(j, c)`` is filter ``c`` shifted ``j`` columns right between zeros.  In channels-last layout
     the folded output *is* the unfolded one, byte for byte: no copy.  It does ``(k + f - 1) / k``
-    times the multiply-accumulates (the zeros), and saved 19-40 % of the plain convolution's time
-    at 3-8 filters on this project's AVX-512 machine, where 12 or 16 filters folded by 2 lost
-    19-37 % (``benchmarks/benchmark.py --sections inference``, its column-folding table).
+    times the multiply-accumulates (the zeros), and pays only where the filters fill less than half a
+    vector (``python benchmarks/benchmark.py --sections inference``, its column-folding table; the
+    figures are in docs/speed.md).
     """
     lanes = FLOAT32_LANES.get(torch.backends.cpu.get_cpu_capability(), 0) if lanes is None else lanes
     return tuple(f for f in FOLDS if f * out_channels <= lanes)
@@ -205,7 +205,7 @@ def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
 def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool = True) -> nn.Module:
     """An eval-only copy of ``model`` with weights pre-quantized and BatchNorm and scales folded;
     ``channels_last``: weights and activations in NHWC, the layout oneDNN's and cuDNN's
-    convolutions run fastest in (on 2 CPU cores: 175 against 227 ms for ResNet-20 BNN, batch 256);
+    convolutions run fastest in (docs/speed.md);
     ``fold``: column-fold the convolutions with few filters where this CPU's vectors allow
     (:func:`fold_factors`; channels-last CPU tensors only)."""
     if not isinstance(model, nn.Module):

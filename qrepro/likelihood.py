@@ -1,14 +1,14 @@
 """The loss that fits the search's GP, in closed form: ``mll_closure(mll)``.
 
-:func:`qrepro.search.fit_gp` maximizes the exact marginal likelihood of a ``SingleTaskGP``
+:func:`qrepro.gp.fit_gp` maximizes the exact marginal likelihood of a ``SingleTaskGP``
 (BoTorch's defaults: an RBF kernel with one lengthscale per dimension, a constant mean,
 homoskedastic noise, LogNormal priors on the lengthscales and the noise) with
 ``fit_gpytorch_mll``'s L-BFGS-B.  Its default loss closure runs the GP's modules and
-``linear_operator``'s lazy tensors at every step, 1.9 ms a call for 60 observations in 12
-dimensions on 2 cores, nearly all of it overhead around a 60 x 60 Cholesky factorization and
-its backward.  This module computes the same loss, ``-(log N(y; c, K + s I) + log priors) / n`` with
+``linear_operator``'s lazy tensors at every step, nearly all of it overhead around a small
+Cholesky factorization and its backward (benchmarks/HISTORY.md has the times).  This module
+computes the same loss, ``-(log N(y; c, K + s I) + log priors) / n`` with
 ``K_ij = exp(-|(x_i - x_j) / l|^2 / 2)``, from the same parameter tensors, as a dozen tensor
-operations and the data term's gradients in closed form (0.77 ms a call).  Its value and
+operations and the data term's gradients in closed form.  Its value and
 gradients equal the default closure's to float rounding (``tests/test_likelihood.py``), and
 ``fit_gpytorch_mll`` runs the same optimizer, bounds, options and fallbacks with it
 (``fit_gpytorch_mll(mll, closure=mll_closure(mll))``).
@@ -38,7 +38,7 @@ def mll_closure(mll: ExactMarginalLogLikelihood) -> Callable[[], tuple[torch.Ten
     observation and its gradients with respect to the trainable parameters, in the order in which
     ``get_parameters_and_bounds`` lists them (what the optimizer reads and writes).  ``mll`` must be
     a ``SingleTaskGP``'s with an RBF kernel without an output scale, a constant mean and a Gaussian
-    likelihood, as :func:`qrepro.search.fit_gp` builds it; anything else raises ``TypeError``."""
+    likelihood, as :func:`qrepro.gp.fit_gp` builds it; anything else raises ``TypeError``."""
     gp = mll.model
     if not (isinstance(gp, SingleTaskGP) and type(gp.covar_module) is RBFKernel and gp.covar_module.ard_num_dims
             and type(gp.mean_module) is ConstantMean and type(gp.likelihood) is GaussianLikelihood

@@ -78,7 +78,7 @@ def _pass_inside(grad: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """``grad`` where the bool mask ``inside`` is set, 0 elsewhere (bitwise the same as ``grad * inside``).
 
     The mask is read as uint8: float times bool first converts the whole mask to a float tensor, which
-    cost 3 times the product itself (1.4 against 0.5 ms on a 128x16x28x28 batch, one process, 2 threads).
+    costs more than the product itself (benchmarks/HISTORY.md).
     """
     return grad * inside.view(torch.uint8)
 
@@ -126,8 +126,7 @@ class _ScaledSignIdentity(torch.autograd.Function):
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
     """``+1`` / ``-1`` exactly, ``sign(0) = +1``. The comparison writes floats directly: converting a bool
-    tensor cost 3 times the comparison and the two in-place passes together (2.9 of 4.1 ms on a
-    256x16x28x28 batch, one thread); ``torch.where`` with scalars cost 3 times as much again."""
+    tensor, or ``torch.where`` with scalars, costs several times more (benchmarks/HISTORY.md)."""
     return torch.ge(x, 0, out=torch.empty_like(x)).mul_(2).sub_(1)
 
 

@@ -22,6 +22,7 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
@@ -88,8 +89,9 @@ class Study:
     _splits: object = field(default=None, repr=False)
     _dask: tuple | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def device(self) -> torch.device:
+        """The study's device, resolved once (after :func:`run_study` has set up torchrun's ranks)."""
         return resolve_device(self.config.device)
 
     def splits(self):
