@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cache import KEY_LENGTH, config_key
+from .cache import KEY_LENGTH, config_key, write_text_atomic
 from .distributed import barrier, is_main
 from .errors import BadInput
 from .paths import manifest_path, results_dir
@@ -286,10 +286,7 @@ class Graph:
         """Write the manifest atomically (call inside :meth:`_locked`)."""
         m["format"] = MANIFEST_FORMAT
         m["artifacts"] = dict(sorted(m["artifacts"].items()))
-        p = manifest_path(self.root)
-        tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, p)
+        write_text_atomic(manifest_path(self.root), json.dumps(m, indent=1, sort_keys=True) + "\n")
 
     def record(self, id: str, path: Path | None = None, legacy: bool = False, note: str | None = None) -> dict:
         """Write ``id``'s completion record (digest, key, components); the artifact exists from now on."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import os
+import io
 import platform
 import sys
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .cache import write_bytes_atomic
 from .errors import BadInput
 from .models import build_model
 from .prune import apply_kept
@@ -61,9 +62,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
         "pruned": getattr(model, "pruned", None),
         "config": config or {}, "metrics": metrics or {}, "extra": extra or {}, "versions": environment_info(),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialized in memory, so a failed write is the one path of cache.write_bytes_atomic
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

@@ -14,6 +14,7 @@ import typing
 from dataclasses import field
 from pathlib import Path
 
+from .cache import write_text_atomic
 from .checkpoint import load_checkpoint
 from .config import available_presets, check_scheduler, load_study
 from .criteria import VARIANTS, CriterionError, check_options, variant
@@ -137,7 +138,8 @@ def _cmd_search(args) -> int:
     objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
                                criterion_options={**options, **job.criterion_options}, device=device)
     sc.extra["objective"] = objective.describe()
-    result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers)
+    result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers,
+                           wait=args.wait)
     best = result.best
     out = {"journal": str(journal), "evaluations": len(result.records),
            "best": None if best is None else {
@@ -145,7 +147,7 @@ def _cmd_search(args) -> int:
                "size_bytes": best["size"], "size_MB": best["size"] / 2**20,
                "pruned_percent": 100 * best["pruned_fraction"]},
            "unpruned_size_bytes": size.base}
-    summary.write_text(json.dumps(out, indent=2))
+    write_text_atomic(summary, json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return 0
 
@@ -170,7 +172,8 @@ def _preset(args):
 
 
 def _cmd_study(args) -> int:
-    log = run_study(args.stages or list(STAGES), preset=_preset(args), root=args.results, data_root=args.data_root)
+    log = run_study(args.stages or list(STAGES), preset=_preset(args), root=args.results, data_root=args.data_root,
+                    wait=args.wait)
     print(f"study log: {log}")
     return 0
 
@@ -255,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search per-layer pruning ratios of a checkpoint (a config file and/or options)")
     s.add_argument("--config", help="TOML or JSON file with the fields below (options override it)")
     add_options(s, SearchRun)
+    s.add_argument("--wait", action="store_true", help="if another search writes the journal, wait for it to finish")
     s.set_defaults(func=_cmd_search)
 
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")
@@ -266,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the preset's search.scheduler; none: in this process)")
     st.add_argument("--eval-workers", type=int, metavar="N",
                     help="worker processes of the local Dask cluster (default: one per GPU, else one per core)")
+    st.add_argument("--wait", action="store_true",
+                    help="if another study writes the results folder, wait for it to finish")
     _study_options(st)
     st.set_defaults(func=_cmd_study)
 

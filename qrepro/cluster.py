@@ -31,6 +31,7 @@ import torch
 
 from .errors import BadInput, RunFailed
 
+WORKER_GRACE = 120.0  # seconds a Dask cluster may have no worker before the search stops (not hangs)
 RETRIES = 3  # resubmissions of one candidate after its worker was lost, beyond Dask's own retries
 
 
@@ -175,10 +176,13 @@ def connect(scheduler, workers: int | None = None):
 
 class DaskPool:
     """Evaluations on a Dask cluster's workers; as many at once as the cluster has worker threads
-    (read again at each call, so workers may join or leave during a search)."""
+    (read again at each call, so workers may join or leave during a search).  A cluster with no worker
+    for longer than ``grace`` seconds stops the search with one line (:class:`~qrepro.errors.RunFailed`)
+    instead of waiting forever: every finished evaluation is journaled, and the same command resumes."""
 
-    def __init__(self, objective: Callable, scheduler, workers: int | None = None):
+    def __init__(self, objective: Callable, scheduler, workers: int | None = None, grace: float = WORKER_GRACE):
         self.client, self.cluster = connect(scheduler, workers)
+        self.grace, self.since_no_worker = grace, None
         # a local cluster shares this machine's cores among its workers (Dask starts each on 1 thread)
         from distributed import LocalCluster
 
@@ -191,10 +195,22 @@ class DaskPool:
     def free(self) -> int:
         if self.threads_now is None:
             self.threads_now = sum(self.client.nthreads().values())
-            if self.threads_now == 0 and not self.running:
-                self.client.wait_for_workers(1)
+            while self.threads_now == 0 and not self.running:
+                self._check_workers()
+                time.sleep(min(1.0, self.grace / 10))
                 self.threads_now = sum(self.client.nthreads().values())
         return self.threads_now - len(self.running)
+
+    def _check_workers(self):
+        """Fail once the cluster has had no worker for ``grace`` seconds."""
+        if sum(self.client.nthreads().values()) > 0:
+            self.since_no_worker = None
+            return
+        self.since_no_worker = self.since_no_worker or time.monotonic()
+        if time.monotonic() - self.since_no_worker > self.grace:
+            raise RunFailed(f"the Dask cluster has had no worker for {self.grace:g} s ({len(self.running)} "
+                            "evaluations in flight were lost; every finished one is in the journal): start workers "
+                            "(dask worker ADDRESS) and run the same command again to resume")
 
     def submit(self, record: dict, ratios: dict, tries: int = 0):
         future = self.client.submit(_evaluate_on_worker, self.objective, ratios, self.threads, pure=False,
@@ -206,10 +222,14 @@ class DaskPool:
         from distributed.client import FuturesCancelledError
 
         self.threads_now = None  # workers may have joined or left while these ran
-        try:
-            done, _ = wait(list(self.running), return_when="FIRST_COMPLETED")
-        except FuturesCancelledError:  # cancelled by the cluster (a worker or the scheduler went away)
-            done = [f for f in self.running if f.status != "pending"]
+        done = []
+        while not done:
+            try:
+                done, _ = wait(list(self.running), return_when="FIRST_COMPLETED", timeout=min(5.0, self.grace / 4))
+            except FuturesCancelledError:  # cancelled by the cluster (a worker or the scheduler went away)
+                done = [f for f in self.running if f.status != "pending"]
+            except TimeoutError:  # nothing finished yet: is anyone still working?
+                self._check_workers()
         out = []
         for future in sorted(done, key=lambda f: self.running[f][0]["index"]):
             record, ratios, tries = self.running.pop(future)
@@ -244,13 +264,13 @@ def _lost_worker(error: BaseException) -> bool:
 
 
 def open_pool(objective: Callable, q: int = 1, executor: cf.Executor | None = None, scheduler=None,
-              workers: int | None = None):
+              workers: int | None = None, grace: float | None = None):
     """The pool a search evaluates in: Dask when ``scheduler`` is given, ``executor`` (``q`` at once)
     when given, a local process pool of ``q`` when ``q > 1``, else this process."""
     if scheduler is not None:
         if executor is not None:
             raise BadInput("give either an executor or a Dask scheduler, not both")
-        return DaskPool(objective, scheduler, workers)
+        return DaskPool(objective, scheduler, workers, WORKER_GRACE if grace is None else grace)
     if executor is not None:
         return ExecutorPool(objective, executor, q)
     if q > 1:

@@ -6,6 +6,7 @@ before any stage runs; criteria are named by :data:`qrepro.criteria.VARIANTS`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,9 @@ class StudyConfig:
     final: FinalSettings = field(default_factory=FinalSettings)
 
     def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) or ".." in self.name:
+            raise ValueError(f"name: {self.name!r} must be a plain name (letters, digits, '_', '-', '.'; no folders), "
+                             "it names the study's log file in the results folder")
         check_names([self.dataset], DATASETS, "dataset")
         check_names([self.arch], list(ARCHITECTURES), "arch")
         if sorted(self.base) != sorted(BASE_KINDS):

@@ -19,6 +19,11 @@ class RunFailed(RuntimeError):
     """A run that was given good input failed; nothing already written was lost."""
 
 
+class WriteFailed(RunFailed):
+    """A file could not be written in full (disk full, file-size limit, read-only, ...): the message
+    names the file and the cause; what was there before is left as it was."""
+
+
 def check_writable_dir(path: str | Path, what: str) -> Path:
     """Create folder ``path`` if needed and check that files can be written there, before any work."""
     p = Path(path)

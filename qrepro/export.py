@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .cache import write_bytes_atomic
 from .checkpoint import CheckpointError, model_description, rebuild
 from .quantize import is_quantized
 
@@ -93,11 +93,7 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
     header = {"version": VERSION, **model_description(model), "pruned": getattr(model, "pruned", None),
               "config": config or {}, "blob_sha256": hashlib.sha256(blob).hexdigest()}
     head = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + struct.pack("<I", len(head)) + head + blob)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, MAGIC + struct.pack("<I", len(head)) + head + blob)
     return path
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .cache import append_bytes
 from .errors import BadInput
 
 
@@ -96,20 +97,19 @@ def _report(path: Path, bad: list, set_aside: bool):
 
 
 def append_record(path: str | Path, record: dict):
-    """Append one record as one whole line, flushed to disk (fsync)."""
-    path = Path(path)
+    """Append one record as one whole line, flushed to disk (fsync), or nothing
+    (:func:`qrepro.cache.append_bytes`: a failed append raises, naming the file and the cause)."""
     line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size:
-            os.lseek(fd, size - 1, os.SEEK_SET)
-            if os.read(fd, 1) != b"\n":  # a torn last line: terminate it, keep it (set aside on reading)
-                line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_bytes(path, line, prefix=_newline_if_torn)
+
+
+def _newline_if_torn(fd: int, size: int) -> bytes:
+    """A newline to end a torn last line (kept, and set aside on reading), or nothing."""
+    if size:
+        os.lseek(fd, size - 1, os.SEEK_SET)
+        if os.read(fd, 1) != b"\n":
+            return b"\n"
+    return b""
 
 
 class JournalMismatch(BadInput):

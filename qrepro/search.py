@@ -18,6 +18,7 @@ each free worker with the in-flight candidates as pending points.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from .cache import config_key
 from .cluster import open_pool
 from .gp import hypervolume, pareto_front, propose_candidates, ref_point
 from .journal import Journal
+from .lock import hold
 from .size import SizeModel
 from .space import DTYPE, SearchError, check_reachable, feasible_draws, uniform_ratio
 from .validation import check_field_types
@@ -131,7 +133,8 @@ class SearchResult:
 
 def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: SearchConfig,
                   journal: str | Path | None = None, executor: cf.Executor | None = None,
-                  progress: bool = True, scheduler=None, workers: int | None = None) -> SearchResult:
+                  progress: bool = True, scheduler=None, workers: int | None = None,
+                  wait: bool = False, worker_grace: float | None = None) -> SearchResult:
     """Search per-layer ratios; ``objective({layer: ratio}) -> value`` (higher is better).
 
     Where candidates are evaluated (:mod:`qrepro.cluster`): in this process, one at a time (the
@@ -152,13 +155,24 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     how many evaluations its proposal used), an ``eval`` record when it finishes (in the order they
     finish); a search started again on the journal re-queues the candidates that were in flight,
     evaluates nothing twice, and with the same workers proposes what the uninterrupted run did.
+    One search writes a journal at a time (:mod:`qrepro.lock`): a second one stops with a line naming
+    the first, or waits for it (``wait``).  A Dask cluster left with no worker for ``worker_grace``
+    seconds (default ``cluster.WORKER_GRACE``) stops the search with one line; the journal keeps
+    every finished evaluation.
     """
+    with hold(journal, f"the search journal {journal}", wait) if journal is not None else contextlib.nullcontext():
+        return _search(objective, size, cfg, journal, executor, progress, scheduler, workers, worker_grace)
+
+
+def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, progress, scheduler,
+            workers, worker_grace) -> SearchResult:
     if list(size.layers) != list(cfg.layers):
         raise SearchError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
     check_reachable(cfg, size)
     header = {"config": cfg.to_dict(), "size": size.to_dict()}
     header["key"] = config_key(header)
-    pool = open_pool(objective, cfg.q, executor, scheduler, workers)  # an unreachable cluster fails before the journal
+    # an unreachable cluster fails here, before the journal exists
+    pool = open_pool(objective, cfg.q, executor, scheduler, workers, worker_grace)
     try:
         jr = Journal(journal, header)
     except BaseException:

@@ -22,6 +22,7 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, tables
 from .artifacts import Artifact, Graph, code_closure
-from .cache import write_json_atomic
+from .cache import write_json_atomic, write_text_atomic
 from .checkpoint import environment_info, load_checkpoint
 from .cluster import connect
 from .config import BASE_KINDS, QUANT_KINDS, StudyConfig, load_preset
@@ -48,6 +49,7 @@ from .export import load_packed, save_packed
 from .gp import fit_gp
 from .jobs import final_jobs, gp_slice_job, search_jobs
 from .journal import append_record, load_journal, read_records
+from .lock import hold
 from .objective import PruneObjective
 from .paths import results_dir
 from .prune import prunable_layers, prune, recalibrate_batchnorm
@@ -290,9 +292,7 @@ def make_ablation(ctx: Study, art: Artifact, path: Path):
     rows = [r for r in done if (r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]) in wanted]
     df = pd.DataFrame(rows)
     df["unpruned_size_bytes"] = df["model"].map({k: model_size_bytes(m) for k, m in models.items()})
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_text_atomic(path, df.to_csv(index=False))
     write_json_atomic(path.with_suffix(".meta.json"), {"config": art.config, "versions": environment_info()})
 
 
@@ -440,8 +440,10 @@ def make_table(ctx: Study, art: Artifact, path: Path):
 
 
 # --------------------------------------------------------------------------- driver
-def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: bool = True, smoke=None) -> Path:
-    """Build every artifact of ``stages`` that is not fresh (or legacy), in order; log the times."""
+def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: bool = True, smoke=None,
+              wait: bool = False) -> Path:
+    """Build every artifact of ``stages`` that is not fresh (or legacy), in order; log the times.  One
+    study writes a results folder at a time (``<results>/study.lock``; ``wait``: wait for the other)."""
     if smoke is not None:
         preset = smoke
     unknown = [s for s in stages if s not in STAGES]
@@ -457,25 +459,29 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
                            f"run {', '.join(others)} in one process (python -m qrepro study --stages "
                            f"{' '.join(others)}; searches scale out with --scheduler)")
     graph.data_identity()  # a bad data root fails here, before any work
-    times = {}
-    try:
-        if "search" in stages and not all(graph.done(i) for i in graph.ids("search")):
-            ctx.dask_client()  # an unreachable scheduler fails here, before any work
-        for stage in STAGES:
-            if stage not in stages:
-                continue
-            t0 = time.time()
-            for id in graph.ids(stage):
-                graph.build(id, ctx)
-            times[stage] = time.time() - t0
-            print(f"[stage {stage}] {times[stage]:.0f} s")
-    finally:
-        ctx.close()
-    log = results_dir(root) / f"study-{ctx.config.name}.json"
-    previous = json.loads(log.read_text()) if log.exists() else {}
-    runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime(),
-                                        "versions": environment_info()}]
-    write_json_atomic(log, {"settings": ctx.config.to_dict(), "runs": runs})
+    folder = results_dir(root)
+    writer = hold(folder / "study", f"the results folder {folder}", wait) if distributed.is_main() \
+        else contextlib.nullcontext()  # under torchrun rank 0 alone writes
+    with writer:
+        times = {}
+        try:
+            if "search" in stages and not all(graph.done(i) for i in graph.ids("search")):
+                ctx.dask_client()  # an unreachable scheduler fails here, before any work
+            for stage in STAGES:
+                if stage not in stages:
+                    continue
+                t0 = time.time()
+                for id in graph.ids(stage):
+                    graph.build(id, ctx)
+                times[stage] = time.time() - t0
+                print(f"[stage {stage}] {times[stage]:.0f} s")
+        finally:
+            ctx.close()
+        log = results_dir(root) / f"study-{ctx.config.name}.json"
+        previous = json.loads(log.read_text()) if log.exists() else {}
+        runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime(),
+                                            "versions": environment_info()}]
+        write_json_atomic(log, {"settings": ctx.config.to_dict(), "runs": runs})
     return log
 
 

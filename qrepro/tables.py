@@ -8,13 +8,13 @@ evaluates a model on the test set or fits a GP: those are artifacts (``test_metr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .cache import write_text_atomic
 from .config import QUANT_KINDS
 from .gp import pareto_front
 from .jobs import search_jobs
@@ -54,9 +54,7 @@ def write_table(df: pd.DataFrame, path: Path, note: str | None = None, floatfmt:
     md = path.with_suffix(".md")
     for target, text in ((md, (f"{note}\n\n" if note else "") + markdown_table(df, floatfmt)),
                          (path, df.to_csv(index=False))):
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_text_atomic(target, text)
     return path
 
 

@@ -7,8 +7,8 @@ usual recipe for binary networks.  ``TrainConfig`` holds every choice.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .cache import write_bytes_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DATASETS, find_fashion_mnist, load_splits
 from .device import autocast, model_device, model_dtype, resolve_device, to_device
@@ -259,11 +260,11 @@ def _save_state(path, cfg, total, model, opt, sched, step, epoch, history):
     """Rank 0 writes the training state atomically (every rank holds the same weights)."""
     if is_main():
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        buffer = io.BytesIO()
         torch.save({"key": _state_key(cfg, total), "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "schedule": sched.state_dict(), "step": step, "epoch": epoch, "history": history,
-                    "rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, path)
+                    "rng": torch.get_rng_state()}, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
     barrier()
 
 

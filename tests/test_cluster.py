@@ -199,3 +199,29 @@ def test_study_searches_on_a_local_cluster(tmp_path):
     assert all(graph.status(i).state == "fresh" for i in graph.ids("search")), status_lines(graph=graph)[0]
     bo = [graph.status(i).path for i in graph.ids("search") if "-bo-" in i]
     assert any(r["observed"] < r["index"] for p in bo for r in lines(p) if r["type"] == "pending" and r["source"] == "bo")
+
+
+def test_a_search_whose_workers_are_all_gone_stops_with_one_line(tmp_path):
+    """The audit's hang: every worker killed mid-search.  The search stops after the grace period with
+    a line saying what was lost and how to resume, and the journal keeps what finished."""
+    from distributed import Client, LocalCluster
+
+    from qrepro.errors import RunFailed
+    from qrepro.journal import load_journal
+
+    journal, log = tmp_path / "j.jsonl", tmp_path / "calls.log"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        def kill_all():
+            while not log.exists() or sum(1 for line in lines(log) if line[0] == "end") < 3:
+                time.sleep(0.1)
+            lc.scale(0)  # every worker goes: the in-flight candidates have nowhere to run
+
+        threading.Thread(target=kill_all, daemon=True).start()
+        t0 = time.time()
+        with pytest.raises(RunFailed, match="no worker for 3 s .*run the same command again to resume"):
+            search_ratios(SlowToy(log, seconds=0.5), toy_size(), cfg(method="random", budget=12), journal=journal,
+                          scheduler=c, progress=False, worker_grace=3)
+        assert time.time() - t0 < 60
+    _, evals = load_journal(journal)
+    assert 3 <= len(evals) < 12
