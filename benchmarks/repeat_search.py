@@ -8,14 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qrepro.config import load_study
 from qrepro.journal import read_journal
-from qrepro.study import _close_dask, make_search, study_graph
+from qrepro.study import make_search, open_study
 
 
 def main():
-    graph = study_graph(load_study("full"), Path("results"))
-    graph.progress = False
+    study = open_study("full", Path("results"), progress=False)
+    graph = study.graph
     searches = graph.ids("search")
     if len(sys.argv) != 2 or sys.argv[1] not in searches:
         sys.exit(f"usage: python benchmarks/repeat_search.py SEARCH_ID, one of: {', '.join(searches)}")
@@ -24,9 +23,9 @@ def main():
     committed = graph.resolve(sid)
     out = Path(tempfile.mkdtemp()) / committed.name
     try:
-        make_search(graph, art, out)
+        make_search(study, art, out)
     finally:
-        _close_dask(graph)
+        study.close()
     finish = {}  # eval records in the order they finished (file order), one read per journal
     for name, path in (("committed", committed), ("again", out)):
         _, records = read_journal(path, set_aside=False)
@@ -38,6 +37,7 @@ def main():
     best = [max(r["value"] for r in e if r["feasible"]) for e in (a, b)]
     print(f"{sid}: {len(a)} and {len(b)} evaluations; same candidates {same_x}/{len(a)}, same values "
           f"{same_v}/{len(a)}; finish order equal: {same_order}; best {best[0]:.2f} / {best[1]:.2f}")
+
 
 if __name__ == "__main__":
     main()
