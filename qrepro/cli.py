@@ -99,6 +99,8 @@ def _cmd_train(args) -> int:
     where = args.config or "train options"
     tc = from_mapping(TrainConfig, cfg, where)
     out = check_output_file(args.out, "--out")
+    if out.exists() and not args.overwrite:
+        raise BadInput(f"--out {out} exists; pass another path, or --overwrite to replace it")
     _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
                              device=args.device)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model (options are TrainConfig's fields)")
     t.add_argument("--config", help="TOML or JSON file with TrainConfig fields (options override it)")
     t.add_argument("--out", required=True, help="checkpoint path to write")
+    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     t.add_argument("--data-root", help="folder holding the dataset")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<i>")

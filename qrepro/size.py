@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .prune import apply_kept, n_keep, prune_groups
+from .prune import PruneError, apply_kept, n_keep, prune_groups
 from .quantize import is_quantized
 
 MB = 2**20
@@ -113,6 +113,10 @@ class SizeModel:
         convention = convention or DEFAULT_CONVENTION
         groups = prune_groups(model, "block")
         layers = list(layers or groups)
+        unknown = [n for n in layers if n not in groups]
+        if unknown:
+            raise PruneError(f"layers {', '.join(map(repr, unknown))} are not prunable layers of this model; its "
+                             f"prunable layers: {', '.join(groups)}")
         base = model_size_bytes(model, convention)
         per = {}
         for name in layers:

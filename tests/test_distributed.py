@@ -121,7 +121,7 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_the_uninterrupt
     # a state from another run is refused in one line, and left alone
     state.write_bytes(b"")
     torch.save({"key": {"config": {}}, "step": 1}, state)
-    bad = subprocess.run([*cmd[:-2], "--epochs", "5", "--device", "cpu", "--out", "cut.pt"], cwd=tmp_path, env=ENV,
-                         capture_output=True, text=True, timeout=300, check=False)
+    bad = subprocess.run([*cmd[:-2], "--epochs", "5", "--device", "cpu", "--out", "cut.pt", "--overwrite"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and "belongs to another run" in bad.stderr, bad.stderr[-2000:]
     assert json.dumps(torch.load(state, weights_only=True)) == json.dumps({"key": {"config": {}}, "step": 1})

@@ -131,3 +131,26 @@ def test_a_preset_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
     preset.write_text(f'name = "{name}"\n' + smoke.read_text())  # top-level keys come before the tables
     with pytest.raises(ConfigError, match="must be a plain name"):
         load_study(preset)
+
+
+def test_train_does_not_overwrite_a_checkpoint_without_overwrite(tmp_path, capsys):
+    from qrepro.cli import main
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"a checkpoint someone wants")
+    argv = ["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--max-steps", "1", "--out",
+            str(out)]
+    assert main(argv) == 2
+    assert "exists; pass another path, or --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"a checkpoint someone wants"
+    assert main(argv + ["--overwrite"]) == 0 and out.read_bytes() != b"a checkpoint someone wants"
+
+
+def test_size_model_names_the_prunable_layers_for_an_unknown_one():
+    from qrepro.models import build_model
+    from qrepro.prune import PruneError
+    from qrepro.size import SizeModel
+
+    with pytest.raises(PruneError, match="'nope.conv1' are not prunable layers of this model; its prunable layers: "
+                                         "layer1.0.conv1"):
+        SizeModel.from_model(build_model("resnet20", in_channels=1), ["nope.conv1"])
