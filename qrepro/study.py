@@ -133,8 +133,14 @@ def load_study_data(preset=False, data_root=None, device=None):
 
 
 # --------------------------------------------------------------------------- the graph
-def _code(*makers, exempt: dict | None = None) -> tuple[str, ...]:
-    return code_closure(*makers, exempt={**NOT_KEYED, **(exempt or {})})
+def _code(maker, exempt: dict | None = None) -> tuple[str, ...]:
+    return _closure_of(maker, tuple(sorted({**NOT_KEYED, **(exempt or {})})))
+
+
+@functools.lru_cache(maxsize=None)
+def _closure_of(maker, exempt: tuple[str, ...]) -> tuple[str, ...]:
+    """One maker's code list, computed once per process (every search and final shares its maker's)."""
+    return code_closure(maker, exempt=exempt)
 
 
 def study_graph(preset=False, root=None, data_root=None) -> Graph:
