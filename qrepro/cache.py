@@ -47,6 +47,13 @@ def config_key(cfg: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
+def record_digest(obj) -> str:
+    """The full SHA-256 of ``obj`` as JSON with sorted keys and no spaces: the checksum a file carries
+    for its records (a checkpoint's metrics and config, a packed model's header, each journal line)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _failed(path: Path, err: OSError, what: str) -> WriteFailed:
     cause = CAUSES.get(err.errno, err.strerror or str(err))
     left = "the file was left as it was" if what == "the write" else "nothing of the record was left"

@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .cache import write_bytes_atomic
+from .cache import record_digest, write_bytes_atomic
 from .errors import BadInput
 from .models import build_model
 from .prune import apply_kept
 from .quantize import make_spec, quantize_model
 
 FORMAT = "qrepro-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: record_sha256 covers everything but the weights (1: the weights' checksum only)
+UNVERIFIED = ("pass --trust-unverified (trust_unverified=True in Python) to load it anyway, or make it again "
+              "with the command that made it")
 
 
 class CheckpointError(BadInput):
@@ -56,12 +58,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, **model_description(model),
-        "state_dict": state, "state_sha256": state_digest(state),
-        "pruned": getattr(model, "pruned", None),
-        "config": config or {}, "metrics": metrics or {}, "extra": extra or {}, "versions": environment_info(),
-    }
+    records = {"format": FORMAT, "format_version": FORMAT_VERSION, **model_description(model),
+               "pruned": getattr(model, "pruned", None), "config": config or {}, "metrics": metrics or {},
+               "extra": extra or {}, "versions": environment_info()}
+    payload = {**records, "record_sha256": record_digest(records), "state_dict": state,
+               "state_sha256": state_digest(state)}
     buffer = io.BytesIO()  # serialized in memory, so a failed write is the one path of cache.write_bytes_atomic
     torch.save(payload, buffer)
     write_bytes_atomic(path, buffer.getvalue())
@@ -79,6 +80,27 @@ def state_digest(state: dict) -> str:
     return h.hexdigest()
 
 
+def verify_payload(path, payload: dict, trust_unverified: bool = False):
+    """Check a checkpoint payload's format version and both checksums; a missing one (an older
+    format, or a removed field) is refused unless ``trust_unverified``."""
+    version = payload.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format {version}, this qrepro reads 1 and {FORMAT_VERSION}; "
+                              "re-create it with this version")
+    missing = [name for name in ("state_sha256", "record_sha256") if name not in payload]
+    if missing and not trust_unverified:
+        raise CheckpointError(f"checkpoint {path} (format {version}) has no {' or '.join(missing)}, so it cannot be "
+                              f"verified; {UNVERIFIED}")
+    if "state_sha256" in payload and state_digest(payload["state_dict"]) != payload["state_sha256"]:
+        raise CheckpointError(f"checkpoint {path}: its weights do not match their checksum (the file is corrupt or "
+                              "was edited); re-create it with the command that made it")
+    if "record_sha256" in payload:
+        records = {k: v for k, v in payload.items() if k not in ("state_dict", "state_sha256", "record_sha256")}
+        if record_digest(records) != payload["record_sha256"]:
+            raise CheckpointError(f"checkpoint {path}: its records (architecture, config, metrics) do not match "
+                                  "their checksum (the file was edited); re-create it with the command that made it")
+
+
 def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Module:
     """The model an ``arch`` / ``quant`` record describes, narrowed as the ``pruned`` record
     (mode, scale convention, kept channels per group) says, with ``prune.apply_kept``."""
@@ -92,12 +114,14 @@ def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Mo
 
 
 def load_checkpoint(path: str | Path, expected_arch: str | None = None, expected_quant: dict | None = None,
-                    map_location="cpu") -> tuple[nn.Module, dict]:
+                    map_location="cpu", trust_unverified: bool = False) -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`; returns ``(model, payload)``.
 
     Raises :class:`CheckpointError` for a missing, truncated or corrupt file, a file that
-    is not a qrepro checkpoint, or one whose architecture or quantization differs from
-    ``expected_arch`` / ``expected_quant`` (keys compared: those given).
+    is not a qrepro checkpoint, one whose weights or records do not match their checksums, one
+    without them (an older format, or a removed field) unless ``trust_unverified`` (for a file
+    verified another way, such as by a results folder's manifest), or one whose architecture or
+    quantization differs from ``expected_arch`` / ``expected_quant`` (keys compared: those given).
     """
     path = Path(path)
     if not path.exists():
@@ -110,12 +134,7 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None, expected
             "not a torch file: delete it and re-create it with the command that made it") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a qrepro checkpoint (no '{FORMAT}' header)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {payload.get('format_version')}, this qrepro reads "
-                              f"{FORMAT_VERSION}; re-create it with this version")
-    if "state_sha256" in payload and state_digest(payload["state_dict"]) != payload["state_sha256"]:
-        raise CheckpointError(f"checkpoint {path}: its weights do not match their checksum (the file is corrupt or "
-                              "was edited); re-create it with the command that made it")
+    verify_payload(path, payload, trust_unverified)
     arch, quant = payload["arch"], payload.get("quant")
     if expected_arch is not None and arch["name"] != expected_arch:
         raise CheckpointError(f"{path} holds a {arch['name']} but a {expected_arch} was expected; "

@@ -35,6 +35,10 @@ from .train import TrainConfig, train_model
 from .validation import add_options, from_mapping, options_given, read_config_file
 
 
+TRUST_HELP = ("read a checkpoint or journal that has no checksums (an older qrepro's, or a removed field); "
+              "by default it is refused")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line (exit 2), without the usage block."""
 
@@ -102,7 +106,7 @@ def _cmd_train(args) -> int:
     if out.exists() and not args.overwrite:
         raise BadInput(f"--out {out} exists; pass another path, or --overwrite to replace it")
     _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
-                             device=args.device)
+                             device=args.device, trust_unverified=args.trust_unverified)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     print(f"checkpoint: {out}")
     return 0
@@ -114,14 +118,15 @@ def _cmd_search(args) -> int:
     data.update(options_given(args, SearchRun))
     where = args.config or "search options"
     job = from_mapping(SearchRun, data, where)
-    job.checkpoint = str(resolve_checkpoint(job.checkpoint, f"{where}: checkpoint"))
+    checkpoint, verified = resolve_checkpoint(job.checkpoint, f"{where}: checkpoint")
+    job.checkpoint = str(checkpoint)
     journal = Path(job.journal or Path(args.config or "search").with_suffix(".journal.jsonl"))
     summary = Path(job.summary or journal.with_suffix(".summary.json"))
     check_output_file(journal, f"{args.config}: journal")
     check_output_file(summary, f"{args.config}: summary")
 
     device = resolve_device(job.device)  # once for the command: a bad or absent device fails here
-    model, payload = load_checkpoint(job.checkpoint)
+    model, payload = load_checkpoint(job.checkpoint, trust_unverified=verified or args.trust_unverified)
     if not payload.get("quant"):
         raise BadInput(f"{args.config}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
                        "quantized one (train it with --scheme bnn or --scheme dorefa)")
@@ -141,7 +146,7 @@ def _cmd_search(args) -> int:
                                criterion_options={**options, **job.criterion_options}, device=device)
     sc.extra["objective"] = objective.describe()
     result = search_ratios(objective, size, sc, journal=journal, scheduler=job.scheduler, workers=job.workers,
-                           wait=args.wait)
+                           wait=args.wait, trust_unverified=args.trust_unverified)
     best = result.best
     out = {"journal": str(journal), "evaluations": len(result.records),
            "best": None if best is None else {
@@ -255,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", help="folder holding the dataset")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<i>")
+    t.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
     add_options(t, TrainConfig, exclude=("arch_kwargs",))
     t.set_defaults(func=_cmd_train)
 
@@ -262,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML or JSON file with the fields below (options override it)")
     add_options(s, SearchRun)
     s.add_argument("--wait", action="store_true", help="if another search writes the journal, wait for it to finish")
+    s.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
     s.set_defaults(func=_cmd_search)
 
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .cache import write_bytes_atomic
-from .checkpoint import CheckpointError, model_description, rebuild
+from .cache import record_digest, write_bytes_atomic
+from .checkpoint import UNVERIFIED, CheckpointError, model_description, rebuild
 from .quantize import is_quantized
 
 MAGIC = b"QRPK"
-VERSION = 2  # 2: the header carries the SHA-256 of the data blob (version 1 files load without the check)
-READABLE = (1, 2)
+VERSION = 3  # 3: header_sha256 covers the header; 2: blob_sha256 covers the data blob; 1: neither
+READABLE = (1, 2, 3)
 
 
 def pack_bits(levels: np.ndarray, bits: int) -> bytes:
@@ -92,13 +92,16 @@ def save_packed(path: str | Path, model: nn.Module, config: dict | None = None) 
     blob = b"".join(chunks)
     header = {"version": VERSION, **model_description(model), "pruned": getattr(model, "pruned", None),
               "config": config or {}, "blob_sha256": hashlib.sha256(blob).hexdigest()}
+    header["header_sha256"] = record_digest(header)
     head = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
     write_bytes_atomic(path, MAGIC + struct.pack("<I", len(head)) + head + blob)
     return path
 
 
-def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild the model :func:`save_packed` wrote; returns ``(model, header)``."""
+def load_packed(path: str | Path, trust_unverified: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the model :func:`save_packed` wrote; returns ``(model, header)``.  A file without
+    both checksums (an older version, or a removed field) is refused unless ``trust_unverified``
+    (for a file verified another way, such as by a results folder's manifest)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -115,6 +118,14 @@ def load_packed(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"{path}: packed format version {header.get('version') if isinstance(header, dict) else '?'}"
                               f" is not one this qrepro reads ({READABLE}); re-export the model")
     blob, pos = raw[8 + n:], 0
+    missing = [name for name in ("blob_sha256", "header_sha256") if name not in header]
+    if missing and not trust_unverified:
+        raise CheckpointError(f"{path} (packed format {header['version']}) has no {' or '.join(missing)}, so it "
+                              f"cannot be verified; {UNVERIFIED}")
+    if "header_sha256" in header and \
+            record_digest({k: v for k, v in header.items() if k != "header_sha256"}) != header["header_sha256"]:
+        raise CheckpointError(f"{path}: the header does not match its checksum (the file was edited); "
+                              "re-export the model")
     if "blob_sha256" in header and hashlib.sha256(blob).hexdigest() != header["blob_sha256"]:
         raise CheckpointError(f"{path}: the data does not match its checksum (the file is corrupt or was edited); "
                               "re-export the model")

@@ -1,6 +1,7 @@
 """Append-only JSON-lines files: the only resumable state of a study.
 
-A record is one ``write`` of a whole line followed by ``fsync``.  Reading never loses a
+A record is one ``write`` of a whole line followed by ``fsync``; each line carries the SHA-256 of
+its own content (``sha256``), so an edited line is caught like a torn one.  Reading never loses a
 valid record and never rewrites the file: a torn or garbage line (a crash mid-write, an
 edit, a disk error) is *set aside* -- copied with its line number and the reason into the
 side file ``<name>.rejected.jsonl`` and reported once -- and every valid record before
@@ -16,8 +17,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .cache import append_bytes
+from .cache import append_bytes, record_digest
 from .errors import BadInput
+
+
+TRUST = "--trust-unverified (trust_unverified=True in Python)"
 
 
 class JournalError(BadInput):
@@ -40,19 +44,21 @@ def _finite(obj) -> bool:
 
 
 def read_records(path: str | Path, validate: Callable[[dict], str | None] | None = None,
-                 set_aside: bool = True) -> list[dict]:
-    """The valid records of ``path`` in file order.
+                 set_aside: bool = True, trust_unverified: bool = False) -> list[dict]:
+    """The valid records of ``path`` in file order (without their ``sha256`` field).
 
     ``validate(record)`` returns ``None`` for a good record or the reason it is bad.  Bad
-    lines are set aside (see the module docstring) when ``set_aside``; otherwise only skipped
-    and reported.
+    lines are set aside (see the module docstring) when ``set_aside``; otherwise only skipped and
+    reported.  A line whose checksum does not match is bad, and so is one without a checksum among
+    lines that have one; a file where no line has one (an older qrepro's) is refused.  With
+    ``trust_unverified`` lines without a checksum are read.
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise JournalError(f"journal {path} cannot be read ({err.strerror})") from None
-    records, bad = [], []
+    records, bad, unverified = [], [], []
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -65,11 +71,24 @@ def read_records(path: str | Path, validate: Callable[[dict], str | None] | None
             bad.append((number, line, f"not a JSON line ({type(err).__name__})"))
             continue
         reason = "not a JSON object" if not isinstance(rec, dict) else \
-            "holds a non-finite number" if not _finite(rec) else validate(rec) if validate else None
+            "holds a non-finite number" if not _finite(rec) else None
+        if reason is None and "sha256" in rec:
+            digest = rec.pop("sha256")
+            reason = None if digest == record_digest(rec) else "its checksum does not match (the line was edited)"
+        elif reason is None and not trust_unverified:
+            unverified.append((number, line, f"it has no checksum (added by hand, or written by an older qrepro); "
+                                             f"{TRUST} keeps it"))
+            continue
+        if reason is None and validate:
+            reason = validate(rec)
         if reason:
             bad.append((number, line, reason))
         else:
             records.append(rec)
+    if unverified and not records:
+        raise JournalError(f"{path}: its records have no checksums (written by an older qrepro, or the fields were "
+                           f"removed), so they cannot be verified; {TRUST} reads them anyway, or move the file away")
+    bad = sorted(bad + unverified)
     if bad:
         _report(path, bad, set_aside)
     return records
@@ -97,9 +116,9 @@ def _report(path: Path, bad: list, set_aside: bool):
 
 
 def append_record(path: str | Path, record: dict):
-    """Append one record as one whole line, flushed to disk (fsync), or nothing
+    """Append one record and its checksum as one whole line, flushed to disk (fsync), or nothing
     (:func:`qrepro.cache.append_bytes`: a failed append raises, naming the file and the cause)."""
-    line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+    line = (json.dumps({**record, "sha256": record_digest(record)}, sort_keys=True, allow_nan=False) + "\n").encode()
     append_bytes(path, line, prefix=_newline_if_torn)
 
 
@@ -137,10 +156,10 @@ def _check_record(rec: dict) -> str | None:
     return None
 
 
-def read_journal(path: str | Path, set_aside: bool = True) -> tuple[dict, list[dict]]:
+def read_journal(path: str | Path, set_aside: bool = True, trust_unverified: bool = False) -> tuple[dict, list[dict]]:
     """``(header, records)`` of a journal: valid records only, each index once (the first);
     garbage lines are set aside (:mod:`qrepro.journal`), never lost or rewritten."""
-    records = read_records(path, _check_record, set_aside=set_aside)
+    records = read_records(path, _check_record, set_aside=set_aside, trust_unverified=trust_unverified)
     if not records or records[0].get("type") != "header":
         raise JournalMismatch(f"{path} is not a qrepro search journal (its first valid line is not a header); "
                               "pass another journal path or move this file away")
@@ -159,14 +178,14 @@ class Journal:
     ``eval`` records, appended with :func:`qrepro.journal.append_record`.  Resuming keeps
     every valid record; bad lines are set aside, the file is never rewritten."""
 
-    def __init__(self, path: str | Path | None, header: dict):
+    def __init__(self, path: str | Path | None, header: dict, trust_unverified: bool = False):
         self.path = Path(path) if path is not None else None
         self.header = header
         self.records: list[dict] = []
         if self.path is None:
             return
         if self.path.exists() and self.path.stat().st_size > 0:
-            stored, self.records = read_journal(self.path)
+            stored, self.records = read_journal(self.path, trust_unverified=trust_unverified)
             if stored["key"] != header["key"]:
                 raise JournalMismatch(
                     f"{self.path} was written by a search with another configuration (key {stored['key']}, "
@@ -189,7 +208,7 @@ class Journal:
         return [r for r in self.records if r["type"] == "pending" and r["index"] not in done]
 
 
-def load_journal(path: str | Path) -> tuple[dict, list[dict]]:
+def load_journal(path: str | Path, trust_unverified: bool = False) -> tuple[dict, list[dict]]:
     """``(header, eval records by index)`` of a journal, read-only (bad lines skipped and reported)."""
-    header, records = read_journal(path, set_aside=False)
+    header, records = read_journal(path, set_aside=False, trust_unverified=trust_unverified)
     return header, sorted((r for r in records if r["type"] == "eval"), key=lambda r: r["index"])

@@ -134,7 +134,8 @@ class SearchResult:
 def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: SearchConfig,
                   journal: str | Path | None = None, executor: cf.Executor | None = None,
                   progress: bool = True, scheduler=None, workers: int | None = None,
-                  wait: bool = False, worker_grace: float | None = None) -> SearchResult:
+                  wait: bool = False, worker_grace: float | None = None,
+                  trust_unverified: bool = False) -> SearchResult:
     """Search per-layer ratios; ``objective({layer: ratio}) -> value`` (higher is better).
 
     Where candidates are evaluated (:mod:`qrepro.cluster`): in this process, one at a time (the
@@ -161,11 +162,12 @@ def search_ratios(objective: Callable[[dict], float], size: SizeModel, cfg: Sear
     every finished evaluation.
     """
     with hold(journal, f"the search journal {journal}", wait) if journal is not None else contextlib.nullcontext():
-        return _search(objective, size, cfg, journal, executor, progress, scheduler, workers, worker_grace)
+        return _search(objective, size, cfg, journal, executor, progress, scheduler, workers, worker_grace,
+                       trust_unverified)
 
 
 def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, progress, scheduler,
-            workers, worker_grace) -> SearchResult:
+            workers, worker_grace, trust_unverified) -> SearchResult:
     if list(size.layers) != list(cfg.layers):
         raise SearchError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
     check_reachable(cfg, size)
@@ -174,7 +176,7 @@ def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, pr
     # an unreachable cluster fails here, before the journal exists
     pool = open_pool(objective, cfg.q, executor, scheduler, workers, worker_grace)
     try:
-        jr = Journal(journal, header)
+        jr = Journal(journal, header, trust_unverified=trust_unverified)
     except BaseException:
         pool.close()
         raise

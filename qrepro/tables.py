@@ -121,7 +121,7 @@ def search_frame(study, ids=None) -> pd.DataFrame:
     for job in search_jobs(study.config):
         if ids is not None and job.id not in ids:
             continue
-        header, evals = load_journal(study.graph.resolve(job.id))
+        header, evals = load_journal(study.graph.resolve(job.id), trust_unverified=True)  # digest checked
         layers = header["config"]["layers"]
         for r in evals:
             rows.append({**job.to_dict(), "criterion": job.criterion_in(study.config), "index": r["index"],

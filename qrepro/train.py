@@ -288,30 +288,34 @@ def _load_state(path, cfg, total, model, opt, sched) -> dict | None:
     return state
 
 
-def build_for_training(cfg: TrainConfig, splits) -> nn.Module:
-    """The model ``cfg`` describes: built, started from ``cfg.init_from`` if given, then quantized."""
+def build_for_training(cfg: TrainConfig, splits, init: nn.Module | None = None) -> nn.Module:
+    """The model ``cfg`` describes: built, started from ``init`` (the model of ``cfg.init_from``) if
+    given, then quantized."""
     kwargs = {"num_classes": splits.num_classes, "in_channels": splits.in_channels, **cfg.arch_kwargs}
     model = build_model(cfg.arch, **kwargs)
-    if cfg.init_from:
-        fp, _ = load_checkpoint(cfg.init_from, expected_arch=cfg.arch, expected_quant={"scheme": None})
-        model.load_state_dict(fp.state_dict())
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     if cfg.scheme:
         model = quantize_model(model, cfg.scheme, w_bits=cfg.w_bits, a_bits=cfg.a_bits, scaling=cfg.scaling)
     return model
 
 
 def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,
-                max_steps: int | None = None, device="auto", loader_options: dict | None = None):
+                max_steps: int | None = None, device="auto", loader_options: dict | None = None,
+                trust_unverified: bool = False):
     """Train the model ``cfg`` describes on ``device``, evaluate it, and write its checkpoint to ``out``.
-    ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``)."""
+    ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``);
+    ``trust_unverified``: load an ``init_from`` checkpoint that has no checksums
+    (:func:`qrepro.checkpoint.load_checkpoint`)."""
     init_from_env(device)
     device = resolve_device(device)
 
     if out is not None:  # checks that would otherwise fail after hours of training
         check_output_file(out, "checkpoint --out")
+    init = None
     if cfg.init_from:
         check_input_file(cfg.init_from, "init_from checkpoint", "train the full-precision model first")
-        _, payload = load_checkpoint(cfg.init_from, expected_arch=cfg.arch)
+        init, payload = load_checkpoint(cfg.init_from, expected_arch=cfg.arch, trust_unverified=trust_unverified)
         if payload.get("quant"):
             raise BadInput(f"init_from {cfg.init_from} is a quantized ({payload['quant']['scheme']}) checkpoint; a "
                            "quantized model starts from a full-precision one (train it without --scheme)")
@@ -324,7 +328,7 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
         load_splits("synthetic", batch_size=cfg.batch_size, seed=0)
     splits = splits.to(device)
     seed_everything(cfg.seed)  # the initial weights too: the same config gives the same model
-    model = build_for_training(cfg, splits).to(device)
+    model = build_for_training(cfg, splits, init).to(device)
     t0 = time.time()
     state = None if out is None else Path(str(out) + ".train-state")
     history = train(model, splits, cfg, progress=progress, max_steps=max_steps, state_path=state)

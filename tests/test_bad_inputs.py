@@ -1,5 +1,6 @@
 """Every bad input gets one clear error naming the field and the fix, before any work, and
 the command line prints it in one line (exit 2) without a traceback."""
+import hashlib
 import json
 import zlib
 from pathlib import Path
@@ -176,9 +177,15 @@ def test_packed_files(tmp_path, ckpts):
     with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_packed(tmp_path / "flipped.qrpk")
 
-    def with_header(edit, name):
+    def with_header(edit, name, reseal=True):
+        """The file with its header edited; ``reseal``: and its header checksum recomputed by hand
+        (SHA-256 of the JSON with sorted keys and no spaces), as a consistent forgery would be."""
         header = json.loads(zlib.decompress(bytes(raw[8:8 + n])))
         edit(header)
+        if reseal and "header_sha256" in header:
+            rest = {k: v for k, v in header.items() if k != "header_sha256"}
+            header["header_sha256"] = hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"))
+                                                     .encode()).hexdigest()
         head = zlib.compress(json.dumps(header).encode())
         out = tmp_path / name
         out.write_bytes(b"QRPK" + len(head).to_bytes(4, "little") + head + bytes(raw[8 + n:]))
@@ -191,6 +198,17 @@ def test_packed_files(tmp_path, ckpts):
     bad_index = with_header(lambda h: h["pruned"]["kept"].update({"layer1.0.conv1": [0, 999]}), "idx.qrpk")
     with pytest.raises(CheckpointError, match=r"distinct indices in \[0, 16\)"):
         load_packed(bad_index)
+    config = with_header(lambda h: h["config"].update(val_acc=99.0), "config.qrpk", reseal=False)
+    with pytest.raises(CheckpointError, match="header does not match its checksum"):
+        load_packed(config)
+    # the audit's cases: a checksum removed, the version downgraded to 1 (which had none)
+    no_blob = with_header(lambda h: h.pop("blob_sha256"), "noblob.qrpk")
+    old = with_header(lambda h: [h.pop("blob_sha256"), h.pop("header_sha256"), h.update(version=1)], "v1.qrpk")
+    for unverified in (no_blob, old):
+        with pytest.raises(CheckpointError, match="cannot be verified; pass --trust-unverified"):
+            load_packed(unverified)
+        assert torch.equal(load_packed(unverified, trust_unverified=True)[0].conv1.weight,
+                           load_packed(path)[0].conv1.weight)
 
 
 def test_journal_that_is_not_json_lines(tmp_path):

@@ -1,4 +1,7 @@
-"""Checkpoint round trip and the errors for corrupt, foreign and mismatched files."""
+"""Checkpoint round trip and the errors for corrupt, foreign, mismatched and unverifiable files."""
+import hashlib
+import json
+
 import pytest
 import torch
 
@@ -48,7 +51,7 @@ def test_mismatched_architecture_and_quantization(tmp_path):
     # weights that do not fit the recorded architecture
     payload = torch.load(path, weights_only=True)
     payload["arch"] = {"name": "resnet20", "kwargs": {"num_classes": 10, "in_channels": 3}}
-    torch.save(payload, tmp_path / "bad.pt")
+    torch.save(reseal(payload), tmp_path / "bad.pt")  # a consistent file whose weights do not fit
     with pytest.raises(CheckpointError, match="do not match the architecture"):
         load_checkpoint(tmp_path / "bad.pt")
 
@@ -61,3 +64,51 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"format": "qrepro-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def reseal(payload: dict) -> dict:
+    """``payload`` with its record checksum recomputed by hand: SHA-256 of the JSON (sorted keys, no
+    spaces) of everything but the weights and the checksums."""
+    records = {k: v for k, v in payload.items() if k not in ("state_dict", "state_sha256", "record_sha256")}
+    text = json.dumps(records, sort_keys=True, separators=(",", ":"))
+    return {**payload, "record_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def test_the_record_checksum_is_sha256_of_the_canonical_records(tmp_path):
+    payload = torch.load(save_checkpoint(tmp_path / "m.pt", make(), metrics={"val_acc": 50.0, "lr": 1e-3}),
+                         weights_only=True)
+    assert payload["record_sha256"] == reseal(payload)["record_sha256"]
+
+
+@pytest.mark.parametrize("edit", ["metrics", "config", "negated weights without state_sha256",
+                                  "no record_sha256", "format 1"])
+def test_an_edited_or_unverifiable_checkpoint_is_refused_unless_trusted(tmp_path, edit):
+    """The audit's cases: edited metrics or config, a removed checksum field with weights negated, an
+    older format; each refused with one line, and loaded with trust_unverified only where nothing
+    contradicts a checksum still present."""
+    model = make()
+    path = save_checkpoint(tmp_path / "m.pt", model, config={"seed": 3}, metrics={"val_acc": 50.0})
+    p = torch.load(path, weights_only=True)
+    if edit == "metrics":
+        p["metrics"]["val_acc"] = 99.0
+    elif edit == "config":
+        p["config"]["seed"] = 4
+    elif edit == "negated weights without state_sha256":
+        del p["state_sha256"]
+        p["state_dict"] = {k: -v if v.is_floating_point() else v for k, v in p["state_dict"].items()}
+    elif edit == "no record_sha256":
+        del p["record_sha256"]
+    else:
+        p["format_version"] = 1
+        del p["record_sha256"]
+    torch.save(p, path)
+    expected = "do not match their checksum" if edit in ("metrics", "config") else "cannot be verified"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+    if expected == "cannot be verified":
+        loaded, payload = load_checkpoint(path, trust_unverified=True)
+        if edit.startswith("negated"):
+            assert torch.equal(loaded.conv1.weight, -model.conv1.weight)  # trusted: loaded as it is
+    else:
+        with pytest.raises(CheckpointError, match="do not match their checksum"):
+            load_checkpoint(path, trust_unverified=True)  # a checksum present is always checked

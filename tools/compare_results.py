@@ -25,7 +25,9 @@ from qrepro.export import load_packed  # noqa: E402
 # wall times and what follows from them (throughput; a packed file's header records its seconds, so its
 # size moves by a few bytes), and records of where and when
 VOLATILE = {"seconds", "train_seconds", "images_per_s", "file_bytes", "file_MB", "written", "finished", "versions",
-            "key", "path", "init_from", "distributed"}
+            "key", "path", "init_from", "distributed",
+            # checksums and format versions: how a file is verified, not what it holds
+            "sha256", "state_sha256", "record_sha256", "blob_sha256", "header_sha256", "format_version", "version"}
 
 
 def _clean(obj):
@@ -53,7 +55,7 @@ def _read(path: Path):
         return d.get("state_dict") or d.get("model"), _clean({k: v for k, v in d.items()
                                                               if k not in ("state_dict", "model")})
     if path.suffix == ".qrpk":
-        model, header = load_packed(path)
+        model, header = load_packed(path, trust_unverified=True)  # either side may predate the checksums
         return model.state_dict(), _clean(header)
     if path.suffix == ".jsonl":
         return None, [_clean(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
