@@ -20,7 +20,7 @@ from .config import available_presets, check_scheduler, load_study
 from .criteria import VARIANTS, CriterionError, check_options, variant
 from .data import load_splits
 from .device import check_device_spelling, resolve_device
-from .distributed import launch_rank
+from .distributed import explain_failure, launch_rank
 from .errors import BadInput, check_output_file
 from .notebooks import notebook_paths, run_notebooks
 from .objective import EvaluationSettings, PruneObjective
@@ -139,7 +139,11 @@ def _cmd_search(args) -> int:
     size = SizeModel.from_model(model, layers)
     sc = job.search_config(layers, {"checkpoint": Path(job.checkpoint).name})
     check_reachable(sc, size)
-    dataset = job.dataset or payload["config"].get("dataset", "fashion-mnist")
+    trained_on = payload["config"].get("dataset")
+    if job.dataset and trained_on and job.dataset != trained_on:
+        raise BadInput(f"{where}: dataset {job.dataset!r}, but checkpoint {job.checkpoint} was trained on "
+                       f"{trained_on!r}; leave dataset out to use {trained_on!r}")
+    dataset = job.dataset or trained_on or "fashion-mnist"
     splits = load_splits(dataset, root=job.data_root)
     crit, options = variant(job.criterion)
     objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
@@ -200,6 +204,12 @@ def _cmd_status(args) -> int:
 
 def _cmd_teach(args) -> int:
     """Execute the teaching notebooks (they read only the base checkpoints of the full or smoke study)."""
+    if args.results is not None and not Path(args.results).is_dir():
+        raise BadInput(f"--results {args.results} does not exist; leave --results out to read results/, or build "
+                       f"the study there first (python -m qrepro study --results {args.results})")
+    graph = study_graph("smoke" if args.smoke else "full", args.results)
+    for id in graph.ids("base"):  # before any kernel starts: a missing or damaged checkpoint says how to rebuild
+        graph.resolve(id)
     run_notebooks(smoke=args.smoke, root=args.results, only=args.only, track="teaching")
     return 0
 
@@ -330,7 +340,10 @@ def main(argv=None) -> int:
     except Exception as err:  # a run that failed on good input
         if args.debug:
             raise
-        if launch_rank() == 0:  # under torchrun every rank meets it: one line, not one per process
+        lost = explain_failure(err)
+        if lost:  # every rank that meets it says so: rank 0 may be the one that hung
+            print(f"failed: {lost}", file=sys.stderr)
+        elif launch_rank() == 0:  # under torchrun every rank meets it: one line, not one per process
             print(f"failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 

@@ -186,7 +186,8 @@ class Splits:
 
 def _split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not 0 <= val_size < n:
-        raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
+        raise BadInput(f"val_size {val_size}: the training set has {n} images, so val_size must be in [0, {n}) "
+                       "(the validation images are taken from it); pass a smaller val_size")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 

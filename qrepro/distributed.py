@@ -16,11 +16,16 @@ gloo on the CPU), one GPU per process (``LOCAL_RANK``).  What each piece does:
 * **Writes.** Only rank 0 writes checkpoints, training state, the manifest and logs
   (:func:`is_main`); the other ranks' standard output is silenced.  Checkpoints record the
   world size they were trained with.
+* **No hang.** A collective operation (a gradient all-reduce, a barrier) waits at most
+  ``QREPRO_COLLECTIVE_TIMEOUT`` seconds (default 600: longer than rank 0 alone spends on an
+  epoch's evaluation and checkpoint) for the other ranks; then the run stops with one line saying
+  that another process is hung or gone (:func:`explain_failure`), instead of torch's 30 minutes.
 """
 from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -30,6 +35,35 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .data import TensorLoader
 from .errors import BadInput
+
+
+COLLECTIVE_TIMEOUT = 600.0  # seconds; QREPRO_COLLECTIVE_TIMEOUT overrides it
+
+
+def collective_timeout() -> float:
+    """Seconds a collective waits for the other ranks: ``$QREPRO_COLLECTIVE_TIMEOUT`` or the default."""
+    value = os.environ.get("QREPRO_COLLECTIVE_TIMEOUT")
+    if value is None:
+        return COLLECTIVE_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise BadInput(f"QREPRO_COLLECTIVE_TIMEOUT={value!r}: give a positive number of seconds (default "
+                       f"{COLLECTIVE_TIMEOUT:g})")
+    return seconds
+
+
+def explain_failure(err: BaseException) -> str | None:
+    """One line for a collective that timed out or lost its peers (else None): the cause and the setting."""
+    text = str(err).lower()
+    if not (active() or launched()) or not any(s in text for s in ("timed out", "timeout", "connection closed",
+                                                                   "connection reset", "broken pipe")):
+        return None
+    return (f"a collective operation across the {world_size()} torchrun processes failed ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]}): another process is hung or gone (its log says why); a collective "
+            f"waits {collective_timeout():g} s (QREPRO_COLLECTIVE_TIMEOUT sets it); rerun to resume from the last epoch")
 
 
 def launched() -> bool:
@@ -70,7 +104,7 @@ def init_from_env(device: str = "auto") -> bool:
             raise BadInput(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) here: start at most "
                            "one process per GPU (torchrun --nproc_per_node)")
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=collective_timeout()))
     if not is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     return True

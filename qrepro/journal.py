@@ -58,6 +58,9 @@ def read_records(path: str | Path, validate: Callable[[dict], str | None] | None
         raw = path.read_bytes()
     except OSError as err:
         raise JournalError(f"journal {path} cannot be read ({err.strerror})") from None
+    if b"\0" in raw[:4096]:  # a journal path that names a checkpoint or another binary file
+        raise JournalError(f"{path} holds binary data, not JSON lines (is it a checkpoint?); pass a journal path "
+                           "(a .jsonl file, or one that does not exist yet)")
     records, bad, unverified = [], [], []
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":

@@ -369,8 +369,32 @@ def test_cli_search_files(capsys, tmp_path, ckpts):
     assert_one_line(code, err, "must hold one object of fields, got a list")
     (tmp_path / "j.jsonl").write_bytes(b"\x00\xff binary, not a journal")
     code, _, err = run_cli(capsys, ["search", "--config", search_config(tmp_path, ckpts)])
-    assert code == 2 and "not a qrepro search journal" in err and "Traceback" not in err
+    assert_one_line(code, err, "j.jsonl holds binary data, not JSON lines")
     assert (tmp_path / "j.jsonl").read_bytes() == b"\x00\xff binary, not a journal"  # untouched
+
+
+def test_cli_late_errors_now_come_first(capsys, tmp_path, ckpts):
+    """The audit's cases, each one line (exit 2) before any file is made: a journal field naming a
+    checkpoint (was: 3,560 warnings and a 4.45 MB side file), a dataset other than the checkpoint's
+    (was: a search at chance accuracy), a validation split larger than the training set, a teach on
+    a results folder that does not exist (was: a failure after a kernel start)."""
+    before = (ckpts / "bnn.pt").read_bytes()
+    code, _, err = run_cli(capsys, ["search", "--config", search_config(tmp_path, ckpts,
+                                                                         journal=str(ckpts / "bnn.pt"))])
+    assert_one_line(code, err, "bnn.pt holds binary data, not JSON lines \\(is it a checkpoint\\?\\)")
+    assert (ckpts / "bnn.pt").read_bytes() == before and not list(ckpts.glob("*rejected*"))
+    code, _, err = run_cli(capsys, ["search", "--config", search_config(tmp_path, ckpts, dataset="fashion-mnist")])
+    assert_one_line(code, err, "dataset 'fashion-mnist', but checkpoint .*bnn.pt was trained on 'synthetic'")
+    assert not (tmp_path / "j.jsonl").exists()
+    code, _, err = run_cli(capsys, ["train", "--dataset", "fashion-mnist", "--val-size", "70000", "--epochs", "1",
+                                    "--out", str(tmp_path / "m.pt")])
+    assert_one_line(code, err, r"val_size 70000: the training set has 60000 images, so val_size must be in \[0, 60000\)")
+    assert not list(tmp_path.glob("m.pt*"))
+    code, _, err = run_cli(capsys, ["teach", "--results", str(tmp_path / "nope")])
+    assert_one_line(code, err, "--results .*nope does not exist")
+    code, _, err = run_cli(capsys, ["teach", "--smoke", "--results", str(tmp_path)])
+    assert_one_line(code, err, "base-fp-.*missing.*rebuild with: python -m qrepro study --preset smoke --stages base")
+    assert not (tmp_path / "notebooks").exists()
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from qrepro.distributed import collective_timeout
+from qrepro.errors import BadInput
+
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
@@ -125,3 +128,35 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_the_uninterrupt
                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and "belongs to another run" in bad.stderr, bad.stderr[-2000:]
     assert json.dumps(torch.load(state, weights_only=True)) == json.dumps({"key": {"config": {}}, "step": 1})
+
+
+HANG = """
+import sys, time
+from qrepro import distributed
+distributed.init_from_env("cpu")
+if distributed.rank() == 1:
+    time.sleep(120)  # a hung rank
+try:
+    distributed.barrier()
+except Exception as err:
+    print(distributed.explain_failure(err), file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_a_hung_rank_stops_the_others_after_the_collective_timeout_with_the_cause(tmp_path):
+    """torch's default would keep rank 0 waiting 30 minutes; with QREPRO_COLLECTIVE_TIMEOUT=3 it stops
+    within seconds and says why and what sets the limit."""
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    t0 = time.time()
+    proc = subprocess.run(torchrun(2, str(script)), cwd=tmp_path, env={**ENV, "QREPRO_COLLECTIVE_TIMEOUT": "3"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0 and time.time() - t0 < 90
+    assert "another process is hung or gone" in proc.stderr and "waits 3 s (QREPRO_COLLECTIVE_TIMEOUT" in proc.stderr
+
+
+def test_a_bad_collective_timeout_is_one_line(monkeypatch):
+    monkeypatch.setenv("QREPRO_COLLECTIVE_TIMEOUT", "soon")
+    with pytest.raises(BadInput, match="QREPRO_COLLECTIVE_TIMEOUT='soon': give a positive number of seconds"):
+        collective_timeout()
