@@ -79,11 +79,13 @@ def source_fingerprint(source: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(spec: str) -> str:
-    """Fingerprint of ``"module"`` or ``"module:function"`` inside the ``qrepro`` package."""
+    """Fingerprint of ``"module"`` or ``"module:name"`` inside the ``qrepro`` package (a name: a
+    top-level function, class or assigned constant)."""
     module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(f"qrepro.{module_name}")
-    obj = getattr(module, attr) if attr else module
-    return source_fingerprint(inspect.getsource(obj))
+    if not attr:
+        return source_fingerprint(inspect.getsource(importlib.import_module(f"qrepro.{module_name}")))
+    tree = _strip_docstrings(ast.Module(body=[_top_level(module_name)[1][attr]], type_ignores=[]))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def _module_tree(module: str) -> ast.Module:
@@ -93,7 +95,7 @@ def _module_tree(module: str) -> ast.Module:
 @functools.lru_cache(maxsize=None)
 def _top_level(module: str) -> tuple[dict, dict]:
     """``module``'s top-level names: ``{name: qrepro module it was imported from}`` and
-    ``{name: its definition node}`` (functions and classes)."""
+    ``{name: its definition node}`` (functions, classes and assigned constants)."""
     imported, defined = {}, {}
     for node in _module_tree(module).body:
         if isinstance(node, ast.ImportFrom) and node.level == 1:
@@ -102,6 +104,10 @@ def _top_level(module: str) -> tuple[dict, dict]:
                 imported[alias.asname or alias.name] = target
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defined[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                if isinstance(target, ast.Name):
+                    defined[target.id] = node
     return imported, defined
 
 
@@ -162,6 +168,7 @@ class Artifact:
     keyed: bool = True
     stage: str = ""
     resumable: bool = False
+    partial: str = ""  # a resumable artifact's finished part lives in <stem>-<key><partial> (else in its own file)
 
 
 @dataclass
@@ -364,10 +371,11 @@ class Graph:
                                           e.get("note", "made before code fingerprints existed"))
                     break
             if st is None:
-                if path.exists() and here is None:
-                    st = Status(id, "in progress" if a.resumable else "missing", path,
-                                "resumable: rerun its stage" if a.resumable else
-                                "the file has no completion record (its run did not finish)")
+                progress = path.with_suffix(a.partial) if a.partial else path
+                if a.resumable and progress.exists() and here is None:
+                    st = Status(id, "in progress", path, "resumable: rerun its stage")
+                elif path.exists() and here is None:
+                    st = Status(id, "missing", path, "the file has no completion record (its run did not finish)")
                 elif entries:
                     rel, e = max(entries.items(), key=lambda kv: kv[1].get("written", ""))
                     st = Status(id, "stale", path, self._why(e["components"], expected) + f" (have {rel})")
@@ -405,6 +413,32 @@ class Graph:
         self._status.clear()
         self._components.clear()
         return done
+
+    def adopt(self, verify: Callable[[Artifact, Path], str | None], note: str) -> tuple[list[str], list[str]]:
+        """Record (for a lost or damaged manifest) every keyed artifact that has no record but whose file
+        sits at its expected path -- its name holds the key of this config, inputs, data and code -- and
+        passes ``verify(artifact, path)`` (the file's own checksums and completeness: ``None``, or why
+        not); upstream first, so dependants' keys see their inputs.  Returns ``(adopted ids, refusals)``.
+        A legacy artifact (its name holds an older key) cannot be re-adopted: restore the manifest."""
+        adopted, refused = [], []
+        for id in self._upstream_first():
+            self._status.clear()
+            self._components.clear()
+            a = self[id]
+            if not a.keyed or self.status(id).usable or not all(self.done(i) for i in a.inputs):
+                continue
+            path = self.path(id)
+            if not path.exists() or self._entry_at(path) is not None:
+                continue
+            why = verify(a, path)
+            if why:
+                refused.append(f"{id}: {why}")
+                continue
+            self.record(id, path, note=note)
+            adopted.append(id)
+        self._status.clear()
+        self._components.clear()
+        return adopted, refused
 
     def _upstream_first(self) -> list[str]:
         order, seen = [], set()

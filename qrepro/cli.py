@@ -30,7 +30,7 @@ from .readme import sync_readme
 from .search import SearchConfig, search_ratios
 from .size import SizeModel
 from .space import check_reachable
-from .study import STAGES, resolve_checkpoint, run_study, status_lines, study_graph
+from .study import STAGES, resolve_checkpoint, run_study, status_lines, study_graph, verify_artifact_file
 from .train import TrainConfig, train_model
 from .validation import add_options, from_mapping, options_given, read_config_file
 
@@ -69,8 +69,9 @@ def _run_search_config(self, layers, extra) -> SearchConfig:
 def _fields_of(cls, skip=()) -> list:
     """``cls``'s fields as ``make_dataclass`` entries, with their defaults: never copied by hand."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, hints[f.name], field(default=f.default) if f.default is not dataclasses.MISSING
-             else field(default_factory=f.default_factory)) for f in dataclasses.fields(cls) if f.name not in skip]
+    return [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata) if f.default is not dataclasses.MISSING
+             else field(default_factory=f.default_factory, metadata=f.metadata))
+            for f in dataclasses.fields(cls) if f.name not in skip]
 
 
 _SEARCH_FIELDS = [f for f in dataclasses.fields(SearchConfig) if f.name not in ("layers", "extra")]
@@ -79,7 +80,7 @@ SearchRun = dataclasses.make_dataclass("SearchRun", [
                                                 "(base/bnn; smoke:base/bnn for the smoke study's)"})),
     ("dataset", str | None, field(default=None)),  # default: the dataset the checkpoint was trained on
     ("data_root", str | None, field(default=None)),
-    ("criterion", str, field(default="redundancy", metadata={"help": "one of " + ", ".join(VARIANTS)})),
+    ("criterion", str, field(default="redundancy", metadata={"choices": VARIANTS})),
     ("criterion_options", dict, field(default_factory=dict)),
     *_fields_of(EvaluationSettings),
     ("finetune_steps", int, field(default=0)),
@@ -194,6 +195,12 @@ def _cmd_status(args) -> int:
     if args.carry_forward:
         ids = study_graph(cfg, args.results, args.data_root).carry_forward(args.carry_forward)
         print(f"carried forward {len(ids)} artifacts as legacy ({args.carry_forward})")
+    if args.rebuild_manifest:
+        adopted, refused = study_graph(cfg, args.results, args.data_root).adopt(
+            verify_artifact_file, "re-adopted by status --rebuild-manifest (key in its name, its own checksums)")
+        for line in refused:
+            print(f"not adopted: {line}")
+        print(f"re-adopted {len(adopted)} artifacts by their keys and checksums")
     if args.remove_orphans:
         for rel in study_graph(cfg, args.results, args.data_root).remove_orphans():
             print(f"removed {rel} (an older version)")
@@ -302,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--carry-forward", metavar="NOTE",
                     help="maintainers: re-record artifacts stale only by a code change shown to compute the same "
                          "(a restructuring with its equality test) as legacy, with NOTE saying which")
+    ss.add_argument("--rebuild-manifest", action="store_true",
+                    help="record the intact files of a lost manifest again: each file whose name holds its current "
+                         "key and whose own checksums hold (legacy files cannot be: restore the manifest from git)")
     ss.set_defaults(func=_cmd_status)
 
     r = sub.add_parser("reproduce", help="check the cache (status), then execute the notebooks with papermill")

@@ -8,10 +8,12 @@ the run with the error naming the command that makes it.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
+from .cache import write_text_atomic
 from .errors import BadInput
 from .paths import NOTEBOOKS_DIR, TEACHING_DIR, executed_notebooks_dir, results_dir
 
@@ -41,17 +43,35 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
         t0 = time.time()
         print(f"[{i}/{len(books)}] {nb.name} ...", end="", flush=True)
         out = out_dir / nb.name
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters={"smoke": smoke, "results": str(root)},
+        try:  # the results folder relative to the notebook, so a copy holds no path of this machine
+            pm.execute_notebook(str(nb), str(out), parameters={"smoke": smoke,
+                                                               "results": os.path.relpath(root, nb.parent)},
                                 kernel_name=kernel, cwd=str(nb.parent), progress_bar=False,
-                                execution_timeout=timeout)
+                                execution_timeout=timeout, record_timing=False,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice
         except pm.PapermillExecutionError as err:
             print(f" FAILED after {time.time() - t0:.0f} s", flush=True)
             raise SystemExit(f"{nb.name} failed: {err.ename}: {err.evalue}\n(executed copy with the traceback: {out})")
+        drop_run_records(out)
         print(f" {time.time() - t0:.0f} s", flush=True)
         written.append(out)
     print(f"all {len(books)} notebooks in {time.time() - start:.0f} s; executed copies in {out_dir}", file=sys.stderr)
     return written
+
+
+def drop_run_records(path: Path):
+    """Remove from an executed copy what differs between two runs that compute the same: papermill's
+    times and this machine's paths, so that rerunning leaves ``git status`` clean."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
+        meta.pop(key, None)
+    for cell in nb.cells:
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+    write_text_atomic(path, nbformat.writes(nb) + "\n")
 
 
 def check_parameters(smoke=False, results=None) -> tuple[bool, str | None]:

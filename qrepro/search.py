@@ -49,8 +49,8 @@ class SearchConfig:
     """One search.  ``target``: the fraction of model size to remove (constrained mode)."""
 
     layers: list[str]
-    method: str = "bo"
-    mode: str = "constrained"
+    method: str = field(default="bo", metadata={"choices": METHODS})
+    mode: str = field(default="constrained", metadata={"choices": MODES})
     target: float = 0.2612
     r_max: float = 0.9
     budget: int = 60
@@ -64,7 +64,7 @@ class SearchConfig:
     raw_samples: int = 256
     # method "bo", constrained mode: "logei" (q=1; the default where q=1) or "qlognei" (the default where q>1);
     # unset otherwise (pareto mode: qLogNEHVI)
-    acquisition: str | None = None
+    acquisition: str | None = field(default=None, metadata={"choices": ACQUISITIONS})
     ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
 

@@ -23,6 +23,7 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import re
@@ -51,7 +52,7 @@ from .jobs import final_jobs, gp_slice_job, search_jobs
 from .journal import append_record, load_journal, read_records
 from .lock import hold
 from .objective import PruneObjective
-from .paths import results_dir
+from .paths import manifest_path, results_dir
 from .prune import prunable_layers, prune, recalibrate_batchnorm
 from .search import SearchConfig, best_feasible, search_ratios
 from .size import SizeModel, model_size_bytes
@@ -158,7 +159,8 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
     arts.append(Artifact("ablation", "tables", "ablation", ".csv", make_ablation,
                          {"ablation": vars(cfg.ablation), "evaluation": evaluation,
                           "criterion_variants": {c: variant(c) for c in cfg.ablation.criteria}},
-                         tuple(f"base/{k}" for k in QUANT_KINDS), _code(make_ablation), True, stage="ablation"))
+                         tuple(f"base/{k}" for k in QUANT_KINDS), _code(make_ablation), True, stage="ablation",
+                         resumable=True, partial=".partial.jsonl"))
     s = cfg.search
     for job in search_jobs(cfg):
         budget = s.pareto_budget if job.mode == "pareto" else s.budget
@@ -261,6 +263,9 @@ def make_objective(model, splits, cfg: StudyConfig, criterion: str = "redundancy
 
 
 # --------------------------------------------------------------------------- stage 2: ablation
+ABLATION_COLUMNS = ["model", "criterion", "ratio", "seed", "stage", "val_acc", "size_bytes", "seconds"]
+
+
 def _check_ablation_row(row: dict) -> str | None:
     need = {"model": str, "criterion": str, "ratio": (int, float), "seed": int, "stage": str, "val_acc": (int, float)}
     for k, t in need.items():
@@ -274,7 +279,7 @@ def make_ablation(ctx: Study, art: Artifact, path: Path):
     one ratio), on both quantized models; validation accuracy, one row per run."""
     cfg = ctx.config
     a = cfg.ablation
-    partial = path.with_suffix(".partial.jsonl")
+    partial = path.with_suffix(art.partial)
     done = read_records(partial, _check_ablation_row) if partial.exists() else []
     seen = {(r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]) for r in done}
     jobs = []
@@ -297,9 +302,8 @@ def make_ablation(ctx: Study, art: Artifact, path: Path):
                "seconds": time.time() - t0}
         append_record(partial, row)
         done.append(row)
-    wanted = set(jobs)
-    rows = [r for r in done if (r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]) in wanted]
-    df = pd.DataFrame(rows)
+    by_job = {(r["model"], r["criterion"], r["ratio"], r["seed"], r["stage"]): r for r in done}
+    df = pd.DataFrame([by_job[j] for j in jobs], columns=ABLATION_COLUMNS)  # resumed or not: one order
     df["unpruned_size_bytes"] = df["model"].map({k: model_size_bytes(m) for k, m in models.items()})
     write_text_atomic(path, df.to_csv(index=False))
     write_json_atomic(path.with_suffix(".meta.json"), {"config": art.config, "versions": environment_info()})
@@ -468,6 +472,7 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
                            f"run {', '.join(others)} in one process (python -m qrepro study --stages "
                            f"{' '.join(others)}; searches scale out with --scheduler)")
     graph.data_identity()  # a bad data root fails here, before any work
+    check_manifest_present(graph)
     folder = results_dir(root)
     writer = hold(folder / "study", f"the results folder {folder}", wait) if distributed.is_main() \
         else contextlib.nullcontext()  # under torchrun rank 0 alone writes
@@ -494,6 +499,41 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     return log
 
 
+def check_manifest_present(graph: Graph):
+    """A results folder that holds artifact files but no manifest is refused: without this a study
+    would move every file aside and recompute it."""
+    if manifest_path(graph.root).exists():
+        return
+    files = [graph.path(i) for i in graph.ids() if graph[i].keyed and graph.path(i).exists()]
+    if files:
+        raise BadInput(f"{graph.root} holds {len(files)} artifact files but no manifest.json; restore it (git checkout "
+                       f"-- {manifest_path(graph.root)}) or re-adopt the intact files: python -m qrepro status "
+                       "--rebuild-manifest (with this command's --preset and --results)")
+
+
+def verify_artifact_file(art: Artifact, path: Path) -> str | None:
+    """Why ``path`` is not a whole, intact file of ``art`` (its own checksums; a journal: every
+    evaluation of its budget), or None: what :meth:`Graph.adopt` re-records without a manifest."""
+    try:
+        if path.suffix == ".pt":
+            load_checkpoint(path, expected_arch=art.config.get("arch"))
+        elif path.suffix == ".qrpk":
+            load_packed(path)
+        elif path.suffix == ".jsonl":
+            _, evals = load_journal(path)
+            if len(evals) < art.config["budget"]:
+                return f"in progress ({len(evals)} of {art.config['budget']} evaluations; the study resumes it)"
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            next(iter(csv.reader(path.open())))
+        else:
+            return f"no check for {path.suffix} files"
+    except (BadInput, OSError, ValueError, StopIteration) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], int]:
     """One line per artifact and the exit code: 1 when anything is stale, missing, in progress or corrupt."""
     cfg = load_preset(preset)
@@ -509,7 +549,10 @@ def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], in
                  ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) +
                  (f"; {len(orphans)} older versions (status --remove-orphans deletes them)" if orphans else ""))
     bad = any(not s.usable for s in report_)
-    if bad:
+    if not manifest_path(root_).exists() and any(graph.path(i).exists() for i in graph.ids() if graph[i].keyed):
+        lines.append("no manifest.json, but artifact files are here: restore it from git, or re-adopt the intact "
+                     "files with status --rebuild-manifest")
+    elif bad:
         first = next(s for s in report_ if not s.usable)
         lines.append(f"rebuild with: {graph.rebuild(graph[first.id].stage).replace('--stages ' + graph[first.id].stage, '')}"
                      .rstrip())

@@ -48,15 +48,15 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainConfig:
     """Everything that determines a training run (and its cache key)."""
 
-    arch: str = "resnet20"
-    dataset: str = "fashion-mnist"
-    scheme: str | None = None  # None: full precision; else a name of quantize.SCHEMES
+    arch: str = field(default="resnet20", metadata={"choices": ARCHITECTURES})
+    dataset: str = field(default="fashion-mnist", metadata={"choices": DATASETS})
+    scheme: str | None = field(default=None, metadata={"choices": SCHEMES, "help": "leave out: full precision"})
     w_bits: int | None = None
     a_bits: int | None = None
-    scaling: str = "filter"
+    scaling: str = field(default="filter", metadata={"choices": SCALINGS})
     epochs: float = 3
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -184,8 +184,10 @@ def add_options(parser: argparse.ArgumentParser, cls, exclude=(), helps: Mapping
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         text = (helps or {}).get(f.name, f.metadata.get("help", ""))
+        choices = f.metadata.get("choices")  # read now: a registry may have grown since the class was made
+        values = f"one of {', '.join(choices)}; " if choices else ""
         parser.add_argument(flag, dest=f.name, type=_parse_as(tp, flag[2:]), default=None,
-                            metavar=tp.__name__.upper(), help=f"{text} (default: {default})".strip())
+                            metavar=tp.__name__.upper(), help=f"{text} ({values}default: {default})".strip())
 
 
 def options_given(args: argparse.Namespace, cls) -> dict:

@@ -12,6 +12,7 @@ PACKAGES = {"qrepro": ROOT / "qrepro", "benchmarks": ROOT / "benchmarks"}
 IN_FUNCTION = {
     "distributed": "Dask's distributed: only a search or study that asks for a cluster pays its import",
     "papermill": "only the notebook runner needs it (seconds of import for every other command)",
+    "nbformat": "only the notebook runner needs it; the GPU machine's Python has no Jupyter",
     "pytest": "the GPU check asks whether pytest is installed on a machine that may lack it",
 }
 

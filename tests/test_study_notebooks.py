@@ -40,15 +40,62 @@ TABLES = {
 }
 
 
+PACKAGE = str(REPO / "qrepro") + os.sep
+EXECUTED: dict[str, set] = {}  # artifact id -> the (module, top-level name) of every qrepro function its build ran
+
+
+def _traced_build(build):
+    """``Graph.build`` recording, per artifact, which qrepro functions run (an independent check of the
+    static code lists: ``sys.settrace`` sees what executes, ``code_closure`` reads what is referenced)."""
+    def traced(self, id, context=None):
+        seen = EXECUTED.setdefault(id, set())
+
+        def tracer(frame, event, arg):
+            code = frame.f_code
+            if code.co_filename.startswith(PACKAGE) and not code.co_qualname.startswith("<"):
+                seen.add((Path(code.co_filename).stem, code.co_qualname.split(".")[0]))
+            return None
+        previous = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            return build(self, id, context)
+        finally:
+            sys.settrace(previous)
+    return traced
+
+
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
+    from qrepro.artifacts import Graph
     from qrepro.notebooks import run_notebooks
 
     root = tmp_path_factory.mktemp("results")
-    study.run_study(preset="smoke", root=root, progress=False)
+    build = Graph.build
+    Graph.build = _traced_build(build)
+    try:
+        study.run_study(preset="smoke", root=root, progress=False)
+    finally:
+        Graph.build = build
     run_notebooks(smoke=True, root=root)
     run_notebooks(smoke=True, root=root, track="teaching")
     return root
+
+
+def test_every_function_an_artifact_runs_is_in_its_key(smoke_results):
+    """Each qrepro function that ran while an artifact was built is in its code list: as itself
+    (``study:make_search``), through its whole module, or in a module exempted with its reason
+    (study.NOT_KEYED; base models: study.BASE_NOT_KEYED).  A change to any of them restales the
+    artifact (tests/test_code_lists.py: a fingerprint change restales whatever lists it)."""
+    graph = study.study_graph("smoke", smoke_results)
+    assert {("study", "make_ablation"), ("criteria", "redundancy"), ("prune", "prune")} <= EXECUTED["ablation"]
+    missed = {}
+    for id, ran in EXECUTED.items():
+        code = set(graph[id].code)
+        exempt = set(study.NOT_KEYED) | (set(study.BASE_NOT_KEYED) if id.startswith("base/") else set())
+        gaps = {f"{m}:{n}" for m, n in ran if m not in code and f"{m}:{n}" not in code and m not in exempt}
+        if gaps:
+            missed[id] = sorted(gaps)
+    assert len(EXECUTED) == len(graph.ids()) and not missed, missed
 
 
 @pytest.fixture
@@ -267,3 +314,52 @@ def test_one_line_of_criteria_changed_in_a_copy_of_the_package_is_stale(copy_of,
     assert lines["base/bnn"].startswith("fresh")  # training does not use the criterion
     assert lines["ablation"].startswith("stale") and "code changed: criteria" in lines["ablation"]
     assert "code changed: criteria" in lines["search/bnn-constrained-bo-t0.2612-s0"]
+
+
+def test_a_lost_manifest_is_rebuilt_from_the_files_not_recomputed(copy_of, capsys):
+    """The audit's case: a deleted manifest.json made every artifact missing and the next study
+    recomputed everything.  Now the study refuses with one line, and status --rebuild-manifest
+    re-adopts every keyed file by its key and own checksums; a damaged one is not adopted."""
+    manifest = copy_of / "manifest.json"
+    recorded = json.loads(manifest.read_text())["artifacts"]
+    manifest.unlink()
+    damaged = next((copy_of / "checkpoints").glob("final-dorefa-bo-t0.2612-s0-*.qrpk"))
+    raw = bytearray(damaged.read_bytes())
+    raw[-5] ^= 0xFF
+    damaged.write_bytes(bytes(raw))
+    code, states, out = status(capsys, copy_of)
+    assert code == 1 and set(states.values()) == {"missing", "in progress"} and "status --rebuild-manifest" in out
+    assert {i for i, s in states.items() if s == "in progress"} == {i for i in states if i.startswith("search/")} | \
+        {"ablation"}  # resumable: their files hold finished work
+    files = sorted(p for p in copy_of.rglob("*") if p.is_file())
+    assert main(["study", "--preset", "smoke", "--results", str(copy_of)]) == 2
+    assert "holds" in capsys.readouterr().err and sorted(p for p in copy_of.rglob("*") if p.is_file()) == files
+    code, states, out = status(capsys, copy_of, "--rebuild-manifest")
+    keyed = {e["id"] for rel, e in recorded.items() if not e["id"].startswith("table/")}
+    assert {i for i, s in states.items() if s == "fresh"} == keyed - {"final/dorefa-bo-t0.2612-s0"}, out
+    assert states["final/dorefa-bo-t0.2612-s0"] == "missing" and "not adopted: final/dorefa-bo-t0.2612-s0" in out
+    assert {i for i, s in states.items() if i.startswith("table/")} <= {i for i, s in states.items() if s == "missing"}
+    again = json.loads(manifest.read_text())["artifacts"]
+    assert all(again[rel]["sha256"] == e["sha256"] and again[rel]["key"] == e["key"]
+               for rel, e in recorded.items() if rel in again)
+
+
+def test_a_killed_ablation_is_in_progress_and_resumes_to_the_same_table(copy_of, capsys):
+    """The audit's case: after a kill the saved rows showed as missing, and the resumed table had its
+    columns in another order.  Two rows short, the ablation is 'in progress'; resumed, its table has
+    the uninterrupted run's columns and rows (all but the wall times)."""
+    table = next((copy_of / "tables").glob("ablation-*.csv"))
+    partial = table.with_suffix(".partial.jsonl")
+    before = pd.read_csv(table)
+    manifest = copy_of / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["artifacts"] = {rel: e for rel, e in m["artifacts"].items() if e["id"] != "ablation"}
+    manifest.write_text(json.dumps(m))
+    table.unlink()
+    partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:-2]))
+    code, states, _ = status(capsys, copy_of)
+    assert states["ablation"] == "in progress"
+    study.run_study(["ablation"], preset="smoke", root=copy_of, progress=False)
+    after = pd.read_csv(table)
+    assert list(after.columns) == list(before.columns)
+    pd.testing.assert_frame_equal(after.drop(columns="seconds"), before.drop(columns="seconds"))
