@@ -389,12 +389,24 @@ class Graph:
         artifact that is stale only because code changed: same config, data and inputs, content
         intact.  For a change shown to compute the same thing (a restructuring, with a test that
         compares the smoke study's artifacts before and after); the next rebuild replaces them.
-        Upstream artifacts go first, so their dependants' inputs still match.  Returns the ids."""
+        Upstream artifacts go first, so their dependants' inputs still match.  An artifact already
+        legacy gets ``note`` added to its own (its code is no longer checked: the note says which
+        changes were shown to compute the same).  Returns the ids."""
         done = []
         for id in self._upstream_first():
             self._status.clear()
             self._components.clear()
-            if self.status(id).state != "stale":
+            st = self.status(id)
+            if st.state == "legacy":
+                rel, e = self._rel(st.path), self._entry_at(st.path)
+                if note not in e.get("note", ""):
+                    with self._locked():
+                        m = self.manifest()
+                        m["artifacts"][rel] = {**e, "note": "; ".join(filter(None, [e.get("note"), note]))}
+                        self._write_manifest(m)
+                    done.append(id)
+                continue
+            if st.state != "stale":
                 continue
             expected = self.components(id)
             entries = {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id

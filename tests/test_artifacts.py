@@ -177,6 +177,9 @@ def test_carry_forward_keeps_what_only_a_code_change_made_stale_and_nothing_else
     assert states(g) == {"a": "legacy", "b": "fresh", "t": "fresh"}
     assert "same results: checked" in g.status("a").detail
     assert g.resolve("b").read_text() == "BA"  # the files as they were
+    # a second change shown to compute the same adds its note to the legacy record, once
+    assert g.carry_forward("second change: checked") == ["a"] and g.carry_forward("second change: checked") == []
+    assert toy(tmp_path, code=("journal",)).status("a").detail == "same results: checked; second change: checked"
     # a config change is not a code change: nothing is carried forward, the artifact stays stale
     g = toy(tmp_path, code=("journal",), a_config=5)
     assert g.carry_forward("again") == [] and g.status("a").state == "stale"
