@@ -105,6 +105,11 @@ class SearchConfig:
             raise SearchError(f"acquisition 'logei' proposes one candidate at a time, but q={self.q}; use "
                               "acquisition='qlognei' for batches, or q=1")
 
+    @property
+    def evaluations(self) -> int:
+        """How many evaluations the search makes: ``budget``; the uniform baseline makes one."""
+        return 1 if self.method == "uniform" else self.budget
+
     def to_dict(self) -> dict:
         """The fields (the journal's key). Fields added later are left out at the value that gives the
         earlier algorithm, so a journal written before one existed keeps its key: ``refit_every`` at 1
@@ -180,7 +185,7 @@ def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, pr
     except BaseException:
         pool.close()
         raise
-    budget = 1 if cfg.method == "uniform" else cfg.budget
+    budget = cfg.evaluations
     init = feasible_draws(cfg.n_init, cfg, size, cfg.seed, sobol=True) if cfg.method == "bo" else None
     rand = feasible_draws(budget, cfg, size, cfg.seed, sobol=False) if cfg.method == "random" else None
     bar = tqdm(total=budget, desc=f"{cfg.method} search", disable=not progress)

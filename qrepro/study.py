@@ -513,16 +513,17 @@ def check_manifest_present(graph: Graph):
 
 def verify_artifact_file(art: Artifact, path: Path) -> str | None:
     """Why ``path`` is not a whole, intact file of ``art`` (its own checksums; a journal: every
-    evaluation of its budget), or None: what :meth:`Graph.adopt` re-records without a manifest."""
+    evaluation it makes), or None: what :meth:`Graph.adopt` re-records without a manifest."""
     try:
         if path.suffix == ".pt":
             load_checkpoint(path, expected_arch=art.config.get("arch"))
         elif path.suffix == ".qrpk":
             load_packed(path)
         elif path.suffix == ".jsonl":
-            _, evals = load_journal(path)
-            if len(evals) < art.config["budget"]:
-                return f"in progress ({len(evals)} of {art.config['budget']} evaluations; the study resumes it)"
+            header, evals = load_journal(path)
+            wanted = SearchConfig(**header["config"]).evaluations
+            if len(evals) < wanted:
+                return f"in progress ({len(evals)} of {wanted} evaluations; the study resumes it)"
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":
