@@ -71,6 +71,8 @@ def drop_run_records(path: Path):
     for cell in nb.cells:
         for key in ("start_time", "end_time", "duration"):
             cell.metadata.get("papermill", {}).pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a new random id each run
     write_text_atomic(path, nbformat.writes(nb) + "\n")
 
 
