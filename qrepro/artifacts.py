@@ -24,7 +24,6 @@ component changed), ``missing``, ``in progress`` or ``corrupt``.
 from __future__ import annotations
 
 import ast
-import fcntl
 import functools
 import glob
 import hashlib
@@ -34,7 +33,6 @@ import json
 import os
 import textwrap
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,6 +40,7 @@ from typing import Callable
 from .cache import KEY_LENGTH, config_key, write_text_atomic
 from .distributed import barrier, is_main
 from .errors import BadInput
+from .lock import hold
 from .paths import manifest_path, results_dir
 
 MANIFEST_FORMAT = 1
@@ -278,22 +277,29 @@ class Graph:
     def _entry_at(self, path: Path) -> dict | None:
         return self.manifest()["artifacts"].get(self._rel(path))
 
-    @contextmanager
     def _locked(self):
+        """The manifest's writer lock (:mod:`qrepro.lock`; others wait for it: a record takes milliseconds)."""
         p = manifest_path(self.root)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return hold(p, f"the manifest {p}", wait=True)
 
     def _write_manifest(self, m: dict):
         """Write the manifest atomically (call inside :meth:`_locked`)."""
         m["format"] = MANIFEST_FORMAT
         m["artifacts"] = dict(sorted(m["artifacts"].items()))
         write_text_atomic(manifest_path(self.root), json.dumps(m, indent=1, sort_keys=True) + "\n")
+
+    def _set_entry(self, rel: str, entry: dict):
+        """Write one manifest record, under the lock, on the manifest as it is on disk now."""
+        with self._locked():
+            m = self.manifest()
+            m["artifacts"][rel] = entry
+            self._write_manifest(m)
+        self._forget()
+
+    def _forget(self):
+        """Drop the statuses and components worked out so far (a record or a code change makes them old)."""
+        self._status.clear()
+        self._components.clear()
 
     def record(self, id: str, path: Path | None = None, legacy: bool = False, note: str | None = None) -> dict:
         """Write ``id``'s completion record (digest, key, components); the artifact exists from now on."""
@@ -307,12 +313,7 @@ class Graph:
             entry["legacy"] = True
         if note:
             entry["note"] = note
-        with self._locked():
-            m = self.manifest()
-            m["artifacts"][self._rel(path)] = entry
-            self._write_manifest(m)
-        self._status.clear()
-        self._components.clear()
+        self._set_entry(self._rel(path), entry)
         return entry
 
     # ----------------------------------------------------------------- status
@@ -394,16 +395,12 @@ class Graph:
         changes were shown to compute the same).  Returns the ids."""
         done = []
         for id in self._upstream_first():
-            self._status.clear()
-            self._components.clear()
+            self._forget()
             st = self.status(id)
             if st.state == "legacy":
                 rel, e = self._rel(st.path), self._entry_at(st.path)
                 if note not in e.get("note", ""):
-                    with self._locked():
-                        m = self.manifest()
-                        m["artifacts"][rel] = {**e, "note": "; ".join(filter(None, [e.get("note"), note]))}
-                        self._write_manifest(m)
+                    self._set_entry(rel, {**e, "note": "; ".join(filter(None, [e.get("note"), note]))})
                     done.append(id)
                 continue
             if st.state != "stale":
@@ -416,14 +413,9 @@ class Graph:
             rel, e = max(entries.items(), key=lambda kv: kv[1].get("written", ""))
             if self._check_file(id, self.root / rel, e, "ok").state != "ok":
                 continue
-            with self._locked():
-                m = self.manifest()
-                m["artifacts"][rel] = {**e, "components": {**e["components"], "code": None}, "legacy": True,
-                                       "note": note}
-                self._write_manifest(m)
+            self._set_entry(rel, {**e, "components": {**e["components"], "code": None}, "legacy": True, "note": note})
             done.append(id)
-        self._status.clear()
-        self._components.clear()
+        self._forget()
         return done
 
     def adopt(self, verify: Callable[[Artifact, Path], str | None], note: str) -> tuple[list[str], list[str]]:
@@ -434,8 +426,7 @@ class Graph:
         A legacy artifact (its name holds an older key) cannot be re-adopted: restore the manifest."""
         adopted, refused = [], []
         for id in self._upstream_first():
-            self._status.clear()
-            self._components.clear()
+            self._forget()
             a = self[id]
             if not a.keyed or self.status(id).usable or not all(self.done(i) for i in a.inputs):
                 continue
@@ -448,9 +439,15 @@ class Graph:
                 continue
             self.record(id, path, note=note)
             adopted.append(id)
-        self._status.clear()
-        self._components.clear()
+        self._forget()
         return adopted, refused
+
+    def files_without_manifest(self) -> list[Path]:
+        """The keyed artifacts' files found here when ``manifest.json`` is gone (else none): what a
+        study would otherwise move aside and recompute, and ``status --rebuild-manifest`` re-adopts."""
+        if manifest_path(self.root).exists():
+            return []
+        return [self.path(i) for i in self.artifacts if self[i].keyed and self.path(i).exists()]
 
     def _upstream_first(self) -> list[str]:
         order, seen = [], set()
@@ -487,7 +484,7 @@ class Graph:
                 path.unlink(missing_ok=True)
                 m["artifacts"].pop(rel, None)
             self._write_manifest(m)
-        self._status.clear()
+        self._forget()
         return gone
 
     def report(self, ids=None) -> list[Status]:
@@ -526,6 +523,5 @@ class Graph:
         if is_main():
             self.record(id, path)
         barrier()  # the other ranks read the record rank 0 just wrote
-        self._status.clear()
-        self._components.clear()
+        self._forget()
         return path

@@ -17,15 +17,14 @@ import torch
 import torch.nn as nn
 
 from .cache import record_digest, write_bytes_atomic
-from .errors import BadInput
+from .errors import TRUST_UNVERIFIED, BadInput
 from .models import build_model
 from .prune import apply_kept
 from .quantize import make_spec, quantize_model
 
 FORMAT = "qrepro-checkpoint"
 FORMAT_VERSION = 2  # 2: record_sha256 covers everything but the weights (1: the weights' checksum only)
-UNVERIFIED = ("pass --trust-unverified (trust_unverified=True in Python) to load it anyway, or make it again "
-              "with the command that made it")
+UNVERIFIED = f"pass {TRUST_UNVERIFIED} to load it anyway, or make it again with the command that made it"
 
 
 class CheckpointError(BadInput):

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 
+TRUST_UNVERIFIED = "--trust-unverified (trust_unverified=True in Python)"  # how to read a file without checksums
+
+
 class BadInput(ValueError):
     """Something the user gave is wrong; the message says what, where, and how to fix it."""
 

@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import append_bytes, record_digest
-from .errors import BadInput
-
-
-TRUST = "--trust-unverified (trust_unverified=True in Python)"
+from .errors import TRUST_UNVERIFIED, BadInput
 
 
 class JournalError(BadInput):
@@ -80,7 +77,7 @@ def read_records(path: str | Path, validate: Callable[[dict], str | None] | None
             reason = None if digest == record_digest(rec) else "its checksum does not match (the line was edited)"
         elif reason is None and not trust_unverified:
             unverified.append((number, line, f"it has no checksum (added by hand, or written by an older qrepro); "
-                                             f"{TRUST} keeps it"))
+                                             f"{TRUST_UNVERIFIED} keeps it"))
             continue
         if reason is None and validate:
             reason = validate(rec)
@@ -90,7 +87,7 @@ def read_records(path: str | Path, validate: Callable[[dict], str | None] | None
             records.append(rec)
     if unverified and not records:
         raise JournalError(f"{path}: its records have no checksums (written by an older qrepro, or the fields were "
-                           f"removed), so they cannot be verified; {TRUST} reads them anyway, or move the file away")
+                           f"removed), so they cannot be verified; {TRUST_UNVERIFIED} reads them anyway, or move the file away")
     bad = sorted(bad + unverified)
     if bad:
         _report(path, bad, set_aside)

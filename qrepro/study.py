@@ -502,9 +502,7 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
 def check_manifest_present(graph: Graph):
     """A results folder that holds artifact files but no manifest is refused: without this a study
     would move every file aside and recompute it."""
-    if manifest_path(graph.root).exists():
-        return
-    files = [graph.path(i) for i in graph.ids() if graph[i].keyed and graph.path(i).exists()]
+    files = graph.files_without_manifest()
     if files:
         raise BadInput(f"{graph.root} holds {len(files)} artifact files but no manifest.json; restore it (git checkout "
                        f"-- {manifest_path(graph.root)}) or re-adopt the intact files: python -m qrepro status "
@@ -527,7 +525,8 @@ def verify_artifact_file(art: Artifact, path: Path) -> str | None:
         elif path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":
-            next(iter(csv.reader(path.open())))
+            with path.open() as f:
+                next(csv.reader(f))
         else:
             return f"no check for {path.suffix} files"
     except (BadInput, OSError, ValueError, StopIteration) as err:
@@ -550,7 +549,7 @@ def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], in
                  ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) +
                  (f"; {len(orphans)} older versions (status --remove-orphans deletes them)" if orphans else ""))
     bad = any(not s.usable for s in report_)
-    if not manifest_path(root_).exists() and any(graph.path(i).exists() for i in graph.ids() if graph[i].keyed):
+    if graph.files_without_manifest():
         lines.append("no manifest.json, but artifact files are here: restore it from git, or re-adopt the intact "
                      "files with status --rebuild-manifest")
     elif bad:
