@@ -326,17 +326,11 @@ class WeightQuantizer:
         raise NotImplementedError
 
 
-class BinaryWeights(WeightQuantizer):
-    """BNN / XNOR: ``alpha sign(w)`` (:func:`binarize_weight`)."""
+class ScaledWeights(WeightQuantizer):
+    """A quantizer whose codes are multiplied by a scale per filter, per layer, or none (``spec.scaling``),
+    computed by ``scale_of(w, scaling)``."""
 
-    name = "binary"
-
-    def check(self, spec):
-        if spec.w_bits != 1:
-            raise QuantizationError(f"weight quantizer 'binary' has 1 bit, got w_bits={spec.w_bits}")
-
-    def code_kind(self, spec):
-        return "binary"
+    scale_of: Callable[[torch.Tensor, str], torch.Tensor]
 
     def scale_shape(self, spec, out_channels):
         return {"filter": (out_channels,), "layer": (1,), "none": (0,)}[spec.scaling]
@@ -345,7 +339,21 @@ class BinaryWeights(WeightQuantizer):
         return spec.scaling == "filter"
 
     def scale(self, w, spec):
-        return binary_scale(w, spec.scaling).reshape(self.scale_shape(spec, w.shape[0]))
+        return self.scale_of(w, spec.scaling).reshape(self.scale_shape(spec, w.shape[0]))
+
+
+class BinaryWeights(ScaledWeights):
+    """BNN / XNOR: ``alpha sign(w)`` (:func:`binarize_weight`)."""
+
+    name = "binary"
+    scale_of = staticmethod(binary_scale)
+
+    def check(self, spec):
+        if spec.w_bits != 1:
+            raise QuantizationError(f"weight quantizer 'binary' has 1 bit, got w_bits={spec.w_bits}")
+
+    def code_kind(self, spec):
+        return "binary"
 
     def quantize(self, w, spec, scale=None):
         return binarize_weight(w, spec.scaling, scale)
@@ -394,26 +402,18 @@ class DoReFaWeights(WeightQuantizer):
         return torch.atanh(scale.double().clamp(max=1 - 1e-7) * (2 * levels / (2**k - 1) - 1))
 
 
-class TernaryWeights(WeightQuantizer):
+class TernaryWeights(ScaledWeights):
     """Ternary Weight Networks, ``alpha t`` with ``t`` in {-1, 0, +1} (:func:`ternarize_weight`), stored
     at 2 bits per weight (levels 0, 1, 2 for -1, 0, +1)."""
 
     name = "ternary"
+    scale_of = staticmethod(ternary_scale)
 
     def check(self, spec):
         if spec.w_bits != 2:
             raise QuantizationError(f"weight quantizer 'ternary' is stored at 2 bits, got w_bits={spec.w_bits}")
         if spec.scaling == "none":
             raise QuantizationError("weight quantizer 'ternary' needs a scale: scaling 'filter' or 'layer'")
-
-    def scale_shape(self, spec, out_channels):
-        return (out_channels,) if spec.scaling == "filter" else (1,)
-
-    def per_filter_scale(self, spec):
-        return spec.scaling == "filter"
-
-    def scale(self, w, spec):
-        return ternary_scale(w, spec.scaling).reshape(self.scale_shape(spec, w.shape[0]))
 
     def quantize(self, w, spec, scale=None):
         return ternarize_weight(w, spec.scaling, scale)
