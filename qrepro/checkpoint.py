@@ -1,8 +1,11 @@
 """Self-describing checkpoints: weights plus the architecture, quantization, config,
 metrics and package versions that made them (nanoGPT's checkpoint dict).
 
-Loading rebuilds the model from its recorded architecture and quantization, removes
-the channels a pruning removed (the kept indices are recorded), and loads with ``torch.load(weights_only=True)``: no pickled code is ever run.
+Loading rebuilds the model from its recorded architecture (a registered name, or the import
+path of an ``nn.Module`` class or of a function annotated to return one: that module is
+imported, so load only checkpoints whose code you would run) and quantization, removes the
+channels a pruning removed (the kept indices are recorded), and loads with
+``torch.load(weights_only=True)``: no pickled code is ever run.
 """
 from __future__ import annotations
 
@@ -47,7 +50,10 @@ def environment_info() -> dict:
 def model_description(model: nn.Module) -> dict:
     arch = getattr(model, "arch", None)
     if arch is None:
-        raise ValueError("the model has no .arch record; build it with qrepro.models.build_model(name, ...)")
+        raise BadInput("the model has no .arch record, so a checkpoint could not rebuild it: make it with "
+                       "qrepro.models.build_model('package.module:builder', **kwargs) (an nn.Module class or a function "
+                       "annotated to return one, e.g. 'torchvision.models:mobilenet_v2'), or one of "
+                       "qrepro.models.ARCHITECTURES")
     return {"arch": arch, "quant": getattr(model, "quant_config", None)}
 
 

@@ -5,8 +5,8 @@ computes once:
 
 * **weights pre-quantized**: ``alpha * sign(w)`` (XNOR / BNN) or DoReFa's k-bit levels, with the
   frozen or current scale, as :meth:`QConv2d.quantized_weight` gives them in eval mode;
-* **BatchNorm folded**: a convolution followed by its BatchNorm (every ``(conv, bn)`` writer
-  pair of :func:`qrepro.prune.prune_groups`, block and stage mode) becomes one convolution with
+* **BatchNorm folded**: a convolution whose output goes only into a BatchNorm (found by the
+  dependency graph, :func:`qrepro.graph.conv_bn_pairs`, in any traceable CNN) becomes one convolution with
   weights ``W_q * gamma / sigma`` and bias ``beta - gamma mu / sigma``; the BatchNorm becomes
   an identity;
 * **scales folded**: the per-filter ``alpha`` sits inside those weights;
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 import torchvision
 
 from .errors import BadInput
+from .graph import GraphError, conv_bn_pairs
 from .models import BasicBlock
-from .prune import MODES, PruneError, prune_groups
 from .quantize import ActivationQuantizer, _set_module, is_quantized
 
 
@@ -192,15 +192,6 @@ def _weight(module: nn.Module) -> torch.Tensor:
     return module.quantized_weight() if is_quantized(module) else module.weight
 
 
-def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
-    """``{conv name: BatchNorm name}`` of every convolution whose output goes straight into a BatchNorm."""
-    pairs = {}
-    for mode in MODES:
-        for group in prune_groups(model, mode).values():
-            pairs.update(dict(group.writers))
-    return pairs
-
-
 @torch.no_grad()
 def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool = True) -> nn.Module:
     """An eval-only copy of ``model`` with weights pre-quantized and BatchNorm and scales folded;
@@ -209,7 +200,7 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool 
     ``fold``: column-fold the convolutions with few filters where this CPU's vectors allow
     (:func:`fold_factors`; channels-last CPU tensors only)."""
     if not isinstance(model, nn.Module):
-        raise InferenceError(f"fuse_for_inference needs a torch.nn.Module (a ResNet of qrepro.models, quantized or not), "
+        raise InferenceError(f"fuse_for_inference needs a torch.nn.Module (a CNN, quantized or not), "
                              f"got {type(model).__name__}")
     if getattr(model, "fused_for_inference", False):
         raise InferenceError("this model is already fused for inference; fuse the model it was made from "
@@ -217,7 +208,7 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True, fold: bool 
     fused = copy.deepcopy(model).eval()
     try:
         pairs = conv_bn_pairs(fused)
-    except PruneError as e:  # BatchNorms are found through prune.py's groups: ResNets of basic blocks
+    except GraphError as e:
         raise InferenceError(f"cannot fuse this model for inference: {e}") from None
     for conv_name, bn_name in pairs.items():
         conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)

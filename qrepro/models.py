@@ -1,4 +1,5 @@
-"""The networks: CIFAR-style ResNet-20 and torchvision's ResNet-18, and a registry by name.
+"""The networks: CIFAR-style ResNet-20 and torchvision's ResNet-18 by name, and any other
+CNN by the import path of what builds it (``"torchvision.models:mobilenet_v2"``).
 
 ResNet-20 (He et al. 2016, section 4.2): a 3x3 stem of 16 channels, 3 stages of 3 basic
 blocks with 16/32/64 channels, global average pooling and a linear classifier.  The
@@ -6,11 +7,13 @@ stage transitions use projection shortcuts (1x1 convolution + BatchNorm, He et a
 option B) so that the network has the same block structure as torchvision's ResNet-18
 and channels can be removed from a stage as one coupled group.  About 0.27 M parameters.
 
-Both models expose blocks as ``layer{1..}.{i}`` with ``conv1, bn1, conv2, bn2`` and an
-optional ``downsample = Sequential(conv, bn)``: ``prune.py`` relies on that layout.
+A model made by :func:`build_model` records how to make it again (``model.arch``), which is
+what lets a checkpoint or a packed file of any architecture, pruned or not, be loaded.
 """
 from __future__ import annotations
 
+import importlib
+import typing
 from typing import Callable, Sequence
 
 import torch.nn as nn
@@ -89,13 +92,48 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"resnet20": resnet20, "resnet18": resnet18}
+BUILDER_HINT = ("name a registered architecture or a 'package.module:builder' import path, where builder is an "
+                "nn.Module class or a function annotated to return one (e.g. 'torchvision.models:mobilenet_v2')")
+
+
+def _returns_module(obj) -> bool:
+    if isinstance(obj, type):
+        return issubclass(obj, nn.Module)
+    try:
+        ret = typing.get_type_hints(obj).get("return")
+    except Exception:  # unresolvable annotations: not a builder we can vouch for
+        return False
+    return isinstance(ret, type) and issubclass(ret, nn.Module)
+
+
+def resolve_builder(arch: str) -> Callable[..., nn.Module]:
+    """What builds ``arch``: a registered name, or ``"module:attribute"`` naming an ``nn.Module``
+    class or a function annotated to return one (the check keeps a checkpoint's record from
+    calling anything else)."""
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES[arch]
+    if not isinstance(arch, str) or ":" not in arch:
+        raise BadInput(f"unknown architecture {arch!r}: {BUILDER_HINT}; registered: {', '.join(ARCHITECTURES)}")
+    module_name, _, attr = arch.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise BadInput(f"architecture {arch!r} cannot be found ({type(err).__name__}: {err}): {BUILDER_HINT}; a "
+                       "module of your own must be importable where the model is loaded") from None
+    if not _returns_module(obj):
+        raise BadInput(f"architecture {arch!r} is not an nn.Module class or a function annotated '-> nn.Module': "
+                       f"{BUILDER_HINT}")
+    return obj
 
 
 def build_model(arch: str, **kwargs) -> nn.Module:
-    """Build a registered architecture by name (``"resnet20"``, ``"resnet18"``)."""
-    if arch not in ARCHITECTURES:
-        raise BadInput(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
-    model = ARCHITECTURES[arch](**kwargs)
+    """Build ``arch`` (``"resnet20"``, ``"resnet18"``, or ``"package.module:builder"``) with ``kwargs``
+    (JSON values), recording both in ``model.arch`` so a checkpoint can rebuild it."""
+    model = resolve_builder(arch)(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"architecture {arch!r} returned a {type(model).__name__}, not an nn.Module")
     model.arch = {"name": arch, "kwargs": dict(kwargs)}
     return model
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .data import loader_size, subset_loader
 from .device import model_device, resolve_device, to_device
-from .prune import prune, recalibrate_batchnorm
+from .prune import prune, prune_groups, recalibrate_batchnorm
 from .train import TrainConfig, evaluate, make_optimizer
 
 
@@ -62,6 +62,7 @@ class PruneObjective:
                  finetune_lr: float = 1e-4, criterion_options: dict | None = None,
                  mode: str = "block", batch_size: int = 256, seed: int = 0, device=None):
         self.model = copy.deepcopy(model).eval()
+        prune_groups(self.model, mode)  # a model the dependency graph cannot prune is refused here, not at its first call
         if device is not None:  # else the model's own device
             self.model.to(resolve_device(device))
         self.criterion, self.bn_batches, self.mode = criterion, bn_batches, mode

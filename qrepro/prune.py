@@ -1,23 +1,17 @@
-"""Physical filter removal for (quantized) residual networks, and BatchNorm re-estimation.
+"""Physical filter removal for (quantized) CNNs, and BatchNorm re-estimation.
 
-A pruned filter is removed: its output channel, its BatchNorm channel and the matching
-input channel of every layer that reads it.  What is pruned is a :class:`PruneGroup`:
+A pruned filter is removed: its output channel, and with it every channel the dependency
+graph (:mod:`qrepro.graph`) couples to it: the BatchNorms and depthwise convolutions on
+those channels, and the matching inputs of every layer that reads them.  What is pruned is
+a group of :func:`qrepro.graph.channel_groups`, chosen by ``mode``:
 
-* ``mode="block"`` (default): the first convolution of every basic block
-  (``layer2.1.conv1``); its only reader is the block's second convolution, so every
-  residual sum stays intact.
-* ``mode="stage"``: the channels of a residual stage as one coupled group (``layer2``):
-  every layer that writes into the stage's residual stream (each block's ``conv2``, the
-  stage's projection shortcut, or the stem for the first stage) loses the same channels,
-  and every layer that reads it (each block's ``conv1``, the next stage's first block and
-  projection, or the classifier) loses the matching inputs.
-
-Why our own code rather than Torch-Pruning's dependency graph: the models here are
-residual networks of a known layout, whose couplings fit in the forty lines of
-:func:`prune_groups`; the criterion needs the *quantized* codes, the frozen scales and the
-BatchNorm of each group, which we read directly; and a dependency tracer would have to
-learn our quantized layers' extra buffers (``w_scale``).  A model of another layout needs
-its own ``prune_groups``.
+* ``mode="block"`` (default): the groups one layer writes alone: a convolution's own
+  filters, such as the first convolution of every ResNet basic block (``layer2.1.conv1``),
+  MobileNetV2's expansions or every convolution of a plain CNN; every residual sum stays
+  intact.
+* ``mode="stage"``: the groups several layers write, coupled by residual sums (``layer2``:
+  each block's last convolution, the stage's projection shortcut, or the stem for the first
+  stage); every reader of the stream loses the matching inputs.
 
 Conventions (parameters, stated here once):
 
@@ -26,14 +20,15 @@ Conventions (parameters, stated here once):
 * Scale factors (``scales="frozen"``, default): every quantized layer's scale (XNOR's
   per-filter ``alpha``, DoReFa's ``max|tanh(w)|``) is frozen at its pre-pruning value, so
   a pruned model computes exactly what the unpruned model computes with the removed
-  channels masked out after quantization; fine-tuning and export keep the frozen scales.
+  channels masked out after quantization (binary and DoReFa; a ternary layer that loses inputs
+  recomputes its threshold, ``0.7 mean|w|``, over those it keeps); fine-tuning and export keep
+  the frozen scales.
   ``scales="recompute"`` recomputes them from the remaining weights instead.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -42,89 +37,33 @@ import torch.nn as nn
 from .criteria import CRITERIA, LayerView, check_options, select_filters
 from .device import model_device, to_device
 from .errors import BadInput
+from .graph import ChannelGroup, GraphError, channel_groups
 from .quantize import conv_from, is_quantized, linear_from
 
 MODES = ("block", "stage")
+SCALE_CONVENTIONS = ("frozen", "recompute")
 
 
 class PruneError(BadInput):
     """Bad pruning input: ratios, layer names, modes, kept indices."""
-SCALE_CONVENTIONS = ("frozen", "recompute")
 
 
-@dataclass
-class PruneGroup:
-    """Channels that must be removed together.  ``writers``: ``(conv, bn)`` names producing
-    the channels; ``readers``: names of convolutions / linear layers consuming them."""
-
-    name: str
-    writers: list[tuple[str, str]]
-    readers: list[str]
-    channels: int = 0
-
-
-def _blocks(model: nn.Module) -> list[tuple[str, list[str]]]:
-    """``[(stage_name, [block names])]`` for models laid out as ``layer{k}.{i}`` basic blocks."""
-    stages = []
-    k = 1
-    while hasattr(model, f"layer{k}"):
-        stage = getattr(model, f"layer{k}")
-        names = [f"layer{k}.{i}" for i in range(len(stage))]
-        for n in names:
-            b = model.get_submodule(n)
-            if not all(hasattr(b, a) for a in ("conv1", "bn1", "conv2", "bn2")):
-                raise PruneError(f"{n} is not a basic block (conv1/bn1/conv2/bn2); prune.py supports ResNets of "
-                                 "basic blocks only")
-        stages.append((f"layer{k}", names))
-        k += 1
-    if not stages:
-        raise PruneError("the model has no layer1, layer2, ...: prune.py supports ResNets of basic blocks "
-                         "(qrepro.models.resnet20 / resnet18)")
-    return stages
-
-
-def prune_groups(model: nn.Module, mode: str = "block") -> dict[str, PruneGroup]:
-    """The prunable groups of ``model`` by name, in forward order."""
+def prune_groups(model: nn.Module, mode: str = "block") -> dict[str, ChannelGroup]:
+    """The prunable groups of ``model`` in ``mode`` by name, in forward order."""
     if mode not in MODES:
         raise PruneError(f"unknown pruning mode {mode!r}; accepted values: {', '.join(MODES)}")
-    stages = _blocks(model)
-    groups: dict[str, PruneGroup] = {}
-    if mode == "block":
-        for _, blocks in stages:
-            for b in blocks:
-                conv = model.get_submodule(f"{b}.conv1")
-                groups[f"{b}.conv1"] = PruneGroup(f"{b}.conv1", [(f"{b}.conv1", f"{b}.bn1")], [f"{b}.conv2"],
-                                                  conv.out_channels)
-        return groups
-    for s, (stage, blocks) in enumerate(stages):
-        first = model.get_submodule(blocks[0])
-        if first.downsample is not None:
-            writers = [(f"{blocks[0]}.downsample.0", f"{blocks[0]}.downsample.1")]
-        elif s == 0:
-            writers = [("conv1", "bn1")]  # the stem feeds the first stage through identity shortcuts
-        else:
-            raise PruneError(f"{stage} has no projection shortcut: its channels are coupled with the previous "
-                             "stage's, which stage mode does not merge")
-        writers += [(f"{b}.conv2", f"{b}.bn2") for b in blocks]
-        # block 0 of a stage with a projection reads the previous stage's channels, not this stage's
-        readers = [f"{b}.conv1" for b in (blocks if first.downsample is None else blocks[1:])]
-        if s + 1 < len(stages):
-            nxt = stages[s + 1][1][0]
-            readers.append(f"{nxt}.conv1")
-            if model.get_submodule(nxt).downsample is not None:
-                readers.append(f"{nxt}.downsample.0")
-        else:
-            readers.append(_classifier_name(model))
-        channels = model.get_submodule(writers[-1][0]).out_channels
-        groups[stage] = PruneGroup(stage, writers, readers, channels)
+    try:
+        every = channel_groups(model)
+    except GraphError as err:
+        raise PruneError(str(err)) from None
+    groups = {g.name: g for g in every if g.prunable and g.coupled == (mode == "stage")}
+    if not groups:
+        other = "stage" if mode == "block" else "block"
+        why = "; ".join(f"{g.name}: {g.blocked[0]}" for g in every if g.blocked)[:300]
+        raise PruneError(f"{type(model).__name__} has no prunable group in mode {mode!r}"
+                         + (f" (try mode={other!r})" if any(g.prunable for g in every) else "")
+                         + (f"; kept whole: {why}" if why else ""))
     return groups
-
-
-def _classifier_name(model: nn.Module) -> str:
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise PruneError("stage mode needs a final linear classifier")
-    return linears[-1]
 
 
 def prunable_layers(model: nn.Module, mode: str = "block") -> list[str]:
@@ -162,22 +101,23 @@ def check_ratios(model: nn.Module, ratios, mode: str = "block") -> dict[str, flo
     return out
 
 
-def layer_view(model: nn.Module, group: PruneGroup) -> LayerView:
+def layer_view(model: nn.Module, group: ChannelGroup) -> LayerView:
     """The criterion's view of a group: quantized writers' codes (full-precision writers
-    only if no writer is quantized), concatenated per channel; ``|gamma|`` summed."""
-    convs = [model.get_submodule(c) for c, _ in group.writers]
-    bns = [model.get_submodule(b) for _, b in group.writers]
-    quant = [c for c in convs if is_quantized(c)]
-    chosen = quant or convs
+    only if no writer is quantized), concatenated per channel; ``|gamma|`` summed over the
+    group's BatchNorms (None without one)."""
+    layers = [model.get_submodule(w) for w in group.writers]
+    bns = [model.get_submodule(b) for b in group.norms if model.get_submodule(b).affine]
+    quant = [c for c in layers if is_quantized(c)]
+    chosen = quant or layers
     if quant:
         kinds = {c.spec.code_kind for c in quant}
         kind = kinds.pop() if len(kinds) == 1 else "levels"
         codes = torch.cat([c.weight_codes() for c in quant], 1)
     else:
-        kind, codes = "float", torch.cat([c.weight.detach().flatten(1) for c in convs], 1)
+        kind, codes = "float", torch.cat([c.weight.detach().flatten(1) for c in layers], 1)
     latent = torch.cat([c.weight.detach().flatten(1) for c in chosen], 1)
-    gamma = sum(b.weight.detach().abs() for b in bns)
-    beta = sum(b.bias.detach() for b in bns)
+    gamma = sum(b.weight.detach().abs() for b in bns) if bns else None
+    beta = sum(b.bias.detach() for b in bns) if bns else None
     return LayerView(group.name, codes, latent, kind, gamma, beta)
 
 
@@ -187,40 +127,51 @@ def _replace(model: nn.Module, name: str, new: nn.Module):
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _slice_out(model: nn.Module, conv_name: str, bn_name: str, keep: torch.Tensor):
-    conv = model.get_submodule(conv_name)
-    spec = conv.spec if is_quantized(conv) else None
-    new = conv_from(conv, spec, out_channels=len(keep)).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    keep = keep.to(conv.weight.device)
-    state = conv.state_dict()
-    state["weight"] = state["weight"][keep]
-    if conv.bias is not None:
-        state["bias"] = state["bias"][keep]
-    if spec is not None and spec.weight_quantizer.per_filter_scale(spec):
-        state["w_scale"] = state["w_scale"][keep]
-    new.load_state_dict(state)
-    _replace(model, conv_name, new)
-    bn = model.get_submodule(bn_name)
-    new_bn = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine).to(
-        device=bn.weight.device, dtype=bn.weight.dtype)
-    bstate = bn.state_dict()
-    for k in ("weight", "bias", "running_mean", "running_var"):
-        bstate[k] = bstate[k][keep]
-    new_bn.load_state_dict(bstate)
-    _replace(model, bn_name, new_bn)
+def _rows(state: dict, keep: torch.Tensor, names=("weight", "bias")) -> dict:
+    return {k: (v[keep] if k in names and v is not None and v.dim() else v) for k, v in state.items()}
 
 
-def _slice_in(model: nn.Module, name: str, keep: torch.Tensor):
+def _slice_out(model: nn.Module, name: str, keep: torch.Tensor, depthwise: bool = False):
+    """Keep the output channels ``keep`` of a writer (convolution or linear layer); a depthwise
+    convolution keeps the same input channels too."""
     layer = model.get_submodule(name)
     spec = layer.spec if is_quantized(layer) else None
+    keep = keep.to(layer.weight.device)
     if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            raise PruneError(f"{name}: grouped convolutions are not supported")
+        sizes = {"in_channels": len(keep), "groups": len(keep)} if depthwise else {}
+        new = conv_from(layer, spec, out_channels=len(keep), **sizes)
+    else:
+        new = linear_from(layer, spec, out_features=len(keep))
+    scaled = ("weight", "bias", "w_scale") if spec is not None and spec.weight_quantizer.per_filter_scale(spec) \
+        else ("weight", "bias")
+    new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    new.load_state_dict(_rows(layer.state_dict(), keep, scaled))
+    _replace(model, name, new)
+
+
+def _slice_norm(model: nn.Module, name: str, keep: torch.Tensor):
+    bn = model.get_submodule(name)
+    ref = bn.weight if bn.affine else bn.running_mean
+    new = type(bn)(len(keep), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                   track_running_stats=bn.track_running_stats).to(device=ref.device, dtype=ref.dtype)
+    keep = keep.to(ref.device)
+    new.load_state_dict(_rows(bn.state_dict(), keep, ("weight", "bias", "running_mean", "running_var")))
+    _replace(model, name, new)
+
+
+def _slice_in(model: nn.Module, name: str, keep: torch.Tensor, factor: int = 1):
+    """Keep the input channels ``keep`` of a reader; after a flatten each channel is ``factor``
+    adjacent input features (``flatten`` lays ``(C, H, W)`` out channel-major)."""
+    layer = model.get_submodule(name)
+    spec = layer.spec if is_quantized(layer) else None
+    keep = keep.to(layer.weight.device)
+    if factor > 1:
+        keep = (keep[:, None] * factor + torch.arange(factor, device=keep.device)).reshape(-1)
+    if isinstance(layer, nn.Conv2d):
         new = conv_from(layer, spec, in_channels=len(keep))
     else:
         new = linear_from(layer, spec, in_features=len(keep))
     new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
-    keep = keep.to(layer.weight.device)
     state = layer.state_dict()
     state["weight"] = state["weight"][:, keep]
     new.load_state_dict(state)
@@ -251,10 +202,14 @@ def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "blo
         keep = torch.as_tensor(list(idx), dtype=torch.long)
         if len(keep) == g.channels:
             continue
-        for conv_name, bn_name in g.writers:
-            _slice_out(model, conv_name, bn_name, keep)
+        for writer in g.writers:
+            _slice_out(model, writer, keep)
+        for layer in g.through:
+            _slice_out(model, layer, keep, depthwise=True)
+        for norm in g.norms:
+            _slice_norm(model, norm, keep)
         for reader in g.readers:
-            _slice_in(model, reader, keep)
+            _slice_in(model, reader, keep, g.factors.get(reader, 1))
     previous = getattr(model, "pruned", None) or {}
     if previous and previous.get("mode") not in (None, mode):
         raise PruneError(f"the model was pruned in mode {previous['mode']!r}; prune it again in the same mode")

@@ -679,18 +679,21 @@ def is_quantized(module: nn.Module) -> bool:
 
 
 def conv_from(conv: nn.Conv2d, spec: QuantSpec | None, in_channels: int | None = None,
-              out_channels: int | None = None) -> nn.Conv2d:
+              out_channels: int | None = None, groups: int | None = None) -> nn.Conv2d:
     """A new (Q)Conv2d with ``conv``'s hyper-parameters and, optionally, other channel counts."""
     kw = dict(
         in_channels=in_channels or conv.in_channels, out_channels=out_channels or conv.out_channels,
         kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-        groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        groups=groups or conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
     )
     return QConv2d(**kw, spec=spec) if spec is not None else nn.Conv2d(**kw)
 
 
-def linear_from(lin: nn.Linear, spec: QuantSpec | None, in_features: int | None = None) -> nn.Linear:
-    kw = dict(in_features=in_features or lin.in_features, out_features=lin.out_features, bias=lin.bias is not None)
+def linear_from(lin: nn.Linear, spec: QuantSpec | None, in_features: int | None = None,
+                out_features: int | None = None) -> nn.Linear:
+    """A new (Q)Linear with ``lin``'s bias setting and, optionally, other feature counts."""
+    kw = dict(in_features=in_features or lin.in_features, out_features=out_features or lin.out_features,
+              bias=lin.bias is not None)
     return QLinear(**kw, spec=spec) if spec is not None else nn.Linear(**kw)
 
 
@@ -731,7 +734,7 @@ def quantize_model(model: nn.Module, scheme: str, w_bits: int | None = None, a_b
             new = conv_from(module, spec)
         elif isinstance(module, nn.Linear):
             new = linear_from(module, spec)
-        elif replace_relu and isinstance(module, nn.ReLU):
+        elif replace_relu and isinstance(module, (nn.ReLU, nn.ReLU6)):
             _set_module(model, name, nn.Identity())
             continue
         else:

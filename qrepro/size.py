@@ -14,7 +14,8 @@ package that is a size carries :func:`describe` beside it.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import itertools
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import pandas as pd
@@ -101,45 +102,74 @@ def describe(convention: SizeConvention = DEFAULT_CONVENTION) -> str:
 
 @dataclass
 class SizeModel:
-    """Analytic size: ``base`` bytes, and per layer its filter count and bytes per filter."""
+    """Analytic size: ``base`` bytes; per layer its filter count and the bytes one of its filters
+    takes alone; per pair of layers where one reads what the other writes (a chain of
+    convolutions, not a ResNet's blocks) the bytes their shared weights take.
+
+    With ``d_l = N_l - k_l`` filters removed, the size is exactly
+    ``base - sum_l b_l d_l + sum_(l,m) B_lm d_l d_m`` (each weight belongs to one writer and one
+    reader group, so the size is bilinear in the kept counts).
+    """
 
     base: float
     channels: dict[str, int]
     bytes_per_filter: dict[str, float]
+    interactions: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @classmethod
-    def from_model(cls, model, layers: Sequence[str] | None = None, convention=None) -> "SizeModel":
-        """Measure ``model``: bytes removed by pruning one filter of each block-mode layer."""
+    def from_model(cls, model, layers: Sequence[str] | None = None, convention=None,
+                   mode: str = "block") -> "SizeModel":
+        """Measure ``model``: bytes removed by pruning one filter of each layer (group of ``mode``),
+        and of each pair that shares weights."""
         convention = convention or DEFAULT_CONVENTION
-        groups = prune_groups(model, "block")
+        groups = prune_groups(model, mode)
         layers = list(layers or groups)
         unknown = [n for n in layers if n not in groups]
         if unknown:
             raise PruneError(f"layers {', '.join(map(repr, unknown))} are not prunable layers of this model; its "
                              f"prunable layers: {', '.join(groups)}")
         base = model_size_bytes(model, convention)
-        per = {}
-        for name in layers:
-            one = apply_kept(copy.deepcopy(model), {name: list(range(groups[name].channels - 1))}, "block",
-                             "recompute")
-            per[name] = base - model_size_bytes(one, convention)
-        return cls(base, {n: groups[n].channels for n in layers}, per)
+
+        def without_one(*names):
+            kept = {n: list(range(groups[n].channels - 1)) for n in names}
+            return model_size_bytes(apply_kept(copy.deepcopy(model), kept, mode, "recompute"), convention)
+
+        per = {name: base - without_one(name) for name in layers}
+        shared = {}
+        for a, b in itertools.combinations(layers, 2):
+            ga, gb = groups[a], groups[b]
+            if set(ga.readers) & set(gb.writers) or set(gb.readers) & set(ga.writers):
+                shared[(a, b)] = without_one(a, b) - base + per[a] + per[b]
+        return cls(base, {n: groups[n].channels for n in layers}, per, shared)
 
     @property
     def layers(self) -> list[str]:
         return list(self.channels)
 
-    def weights(self) -> torch.Tensor:
-        """``b_l N_l``: bytes removed per unit of ratio, per layer."""
-        return torch.tensor([self.bytes_per_filter[n] * self.channels[n] for n in self.layers], dtype=torch.double)
+    def weights(self, r_max: float = 1.0) -> torch.Tensor:
+        """Bytes removed per unit of ratio, per layer: ``b_l N_l``, less, where layers share
+        weights, ``r_max / 2 sum_m B_lm N_l N_m`` (``r_l r_m <= r_max (r_l + r_m) / 2`` for ratios up
+        to ``r_max``), so that a linear constraint on these never admits a size above its bound."""
+        w = {n: self.bytes_per_filter[n] * self.channels[n] for n in self.layers}
+        for (a, b), shared in self.interactions.items():
+            both = shared * self.channels[a] * self.channels[b] * r_max / 2
+            w[a] -= both
+            w[b] -= both
+        return torch.tensor([w[n] for n in self.layers], dtype=torch.double)
 
-    def linear_size(self, ratios: torch.Tensor) -> torch.Tensor:
-        return self.base - ratios.to(torch.double) @ self.weights()
+    def linear_size(self, ratios: torch.Tensor, r_max: float = 1.0) -> torch.Tensor:
+        """An upper bound of the size at ``ratios`` (each at most ``r_max``), linear in them; exact up to the
+        rounding of filter counts where no two layers share weights."""
+        return self.base - ratios.to(torch.double) @ self.weights(r_max)
 
     def exact_size(self, ratios: Sequence[float]) -> float:
-        removed = sum(self.bytes_per_filter[n] * (self.channels[n] - n_keep(self.channels[n], float(r)))
-                      for n, r in zip(self.layers, ratios))
-        return self.base - removed
+        removed = {n: self.channels[n] - n_keep(self.channels[n], float(r)) for n, r in zip(self.layers, ratios)}
+        size = self.base - sum(self.bytes_per_filter[n] * d for n, d in removed.items())
+        return size + sum(shared * removed[a] * removed[b] for (a, b), shared in self.interactions.items())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["interactions"]
+        if self.interactions:  # absent where no layers share weights: a ResNet's journal header as it was
+            out["interactions"] = [[a, b, v] for (a, b), v in self.interactions.items()]
+        return out

@@ -1,8 +1,9 @@
 """The search space of per-layer ratios: the unit cube, the linear size constraint and feasible draws.
 
-A candidate is ``x`` in ``[0, 1]^d``, the ratios ``r = r_max x``.  With block-mode pruning the
-size is (up to the rounding of filter counts) linear in the ratios (:class:`qrepro.size.SizeModel`),
-so the paper-style target ``size <= (1 - target) S0`` is the linear inequality
+A candidate is ``x`` in ``[0, 1]^d``, the ratios ``r = r_max x``.  With block-mode pruning of a
+ResNet the size is (up to the rounding of filter counts) linear in the ratios; where searched
+layers share weights (a chain of convolutions) :meth:`qrepro.size.SizeModel.weights` bounds it by
+a linear function from above (:class:`qrepro.size.SizeModel`), so the paper-style target ``size <= (1 - target) S0`` is the linear inequality
 ``sum_l b_l N_l r_max x_l >= target S0`` that BoTorch's ``optimize_acqf`` takes as it is.
 Functions take a search config (``mode``, ``target``, ``r_max``) and a size model.
 """
@@ -30,7 +31,7 @@ def check_reachable(cfg: SearchConfig, size: SizeModel):
     """Raise if no ratios in ``[0, r_max]`` meet the size target."""
     if cfg.mode != "constrained":
         return
-    best = size.linear_size(torch.full((len(size.layers),), cfg.r_max, dtype=DTYPE)).item()
+    best = size.linear_size(torch.full((len(size.layers),), cfg.r_max, dtype=DTYPE), cfg.r_max).item()
     need = (1 - cfg.target) * size.base
     if best > need:
         reach = 1 - best / size.base
@@ -41,7 +42,7 @@ def check_reachable(cfg: SearchConfig, size: SizeModel):
 
 def constraint(cfg: SearchConfig, size: SizeModel):
     """``sum_l w_l r_max x_l >= target S0`` on the unit cube, in BoTorch's format."""
-    w = size.weights() * cfg.r_max
+    w = size.weights(cfg.r_max) * cfg.r_max
     scale = w.max()  # keep the coefficients O(1) for SLSQP
     return [(torch.arange(len(w)), w / scale, float(cfg.target * size.base / scale))]
 
@@ -91,12 +92,12 @@ def project_feasible(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> tor
 
 def pruned_fraction(x: torch.Tensor, cfg: SearchConfig, size: SizeModel) -> torch.Tensor:
     """The known second objective: fraction of the model size removed (linear bound)."""
-    return (x.to(DTYPE) * cfg.r_max) @ size.weights() / size.base
+    return (x.to(DTYPE) * cfg.r_max) @ size.weights(cfg.r_max) / size.base
 
 
 def uniform_ratio(cfg: SearchConfig, size: SizeModel) -> float:
     """The smallest single ratio for every layer that meets the size target (exact sizes)."""
-    w = size.weights().sum().item()
+    w = size.weights(cfg.r_max).sum().item()
     r = min(cfg.r_max, cfg.target * size.base / w)
     need = (1 - cfg.target) * size.base
     while size.exact_size([r] * len(size.layers)) > need + 1e-6 and r < cfg.r_max:

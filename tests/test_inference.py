@@ -3,11 +3,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from qrepro.graph import conv_bn_pairs
 from qrepro.inference import (
     FLOAT32_LANES,
     FusedBasicBlock,
     FusedConv2d,
-    conv_bn_pairs,
     fold_factors,
     fold_weight,
     fuse_for_inference,

@@ -14,17 +14,7 @@ from qrepro.prune import n_keep, prunable_layers, prune, prune_groups, recalibra
 from qrepro.quantize import is_quantized, quantize_model
 from qrepro.size import model_size_bytes
 
-
-def randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for bn in model.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            n = bn.num_features
-            bn.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            bn.weight.data.copy_(torch.rand(n, generator=g) + 0.2)
-            bn.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
+from networks import masked_reference, randomize_bn
 
 
 def qmodel(arch, scheme, seed=0):
@@ -115,29 +105,6 @@ def test_unknown_criterion_lists_the_registered_ones():
 
 
 # --------------------------------------------------------------------------- physical removal
-def masked_reference(model, pruned_record):
-    """An independent reference: the unpruned model with frozen scales, whose removed
-    channels are zeroed in every reader's *quantized* weight (not the latent weight)."""
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if is_quantized(m):
-            m.freeze_scale()
-    groups = prune_groups(ref, pruned_record["mode"])
-    for name, kept in pruned_record["kept"].items():
-        g = groups[name]
-        mask = torch.zeros(g.channels)
-        mask[kept] = 1
-        for reader in g.readers:
-            layer = ref.get_submodule(reader)
-            shape = (1, -1, 1, 1) if isinstance(layer, nn.Conv2d) else (1, -1)
-            if is_quantized(layer):
-                original = layer.quantized_weight
-                layer.quantized_weight = (lambda f, mk: (lambda: f() * mk))(original, mask.view(shape))
-            else:
-                layer.weight.data *= mask.view(shape)
-    return ref
-
-
 @pytest.mark.parametrize("arch", ["resnet20", "resnet18"])
 @pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
 @pytest.mark.parametrize("mode", ["block", "stage"])
