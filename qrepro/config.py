@@ -13,7 +13,7 @@ from pathlib import Path
 from .criteria import VARIANTS
 from .data import DATASETS
 from .device import check_device_spelling
-from .models import ARCHITECTURES
+from .models import resolve_builder
 from .objective import EvaluationSettings
 from .paths import STUDY_PRESETS_DIR
 from .search import METHODS, SearchConfig, SearchError
@@ -155,7 +155,7 @@ class StudyConfig:
             raise ValueError(f"name: {self.name!r} must be a plain name (letters, digits, '_', '-', '.'; no folders), "
                              "it names the study's log file in the results folder")
         check_names([self.dataset], DATASETS, "dataset")
-        check_names([self.arch], list(ARCHITECTURES), "arch")
+        resolve_builder(self.arch)  # a registered name or an importable builder
         if sorted(self.base) != sorted(BASE_KINDS):
             raise ValueError(f"base must have exactly the tables {', '.join(BASE_KINDS)}; got {', '.join(self.base)}")
         if self.limit is not None and self.limit < 1:

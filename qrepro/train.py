@@ -37,7 +37,7 @@ from .distributed import (
     world_size,
 )
 from .errors import BadInput, check_input_file, check_output_file
-from .models import ARCHITECTURES, build_model
+from .models import ARCHITECTURES, build_model, resolve_builder
 from .quantize import SCALINGS, SCHEMES, is_quantized, make_spec, quantize_model
 from .validation import check_field_types
 
@@ -48,7 +48,7 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainConfig:
     """Everything that determines a training run (and its cache key)."""
 
-    arch: str = field(default="resnet20", metadata={"choices": ARCHITECTURES})
+    arch: str = field(default="resnet20", metadata={"choices": ARCHITECTURES, "help": "or package.module:builder"})
     dataset: str = field(default="fashion-mnist", metadata={"choices": DATASETS})
     scheme: str | None = field(default=None, metadata={"choices": SCHEMES, "help": "leave out: full precision"})
     w_bits: int | None = None
@@ -78,8 +78,7 @@ class TrainConfig:
 
         if self.optimizer not in OPTIMIZERS:
             bad(f"optimizer: unknown {self.optimizer!r}; accepted values: {', '.join(OPTIMIZERS)}")
-        if self.arch not in ARCHITECTURES:
-            bad(f"arch: unknown {self.arch!r}; accepted values: {', '.join(ARCHITECTURES)}")
+        resolve_builder(self.arch)  # a registered name or an importable builder, refused with one line
         if self.dataset not in DATASETS:
             bad(f"dataset: unknown {self.dataset!r}; accepted values: {', '.join(DATASETS)}")
         if self.scaling not in SCALINGS:
