@@ -123,19 +123,19 @@ def _cmd_search(args) -> int:
     job.checkpoint = str(checkpoint)
     journal = Path(job.journal or Path(args.config or "search").with_suffix(".journal.jsonl"))
     summary = Path(job.summary or journal.with_suffix(".summary.json"))
-    check_output_file(journal, f"{args.config}: journal")
-    check_output_file(summary, f"{args.config}: summary")
+    check_output_file(journal, f"{where}: journal")
+    check_output_file(summary, f"{where}: summary")
 
     device = resolve_device(job.device)  # once for the command: a bad or absent device fails here
     model, payload = load_checkpoint(job.checkpoint, trust_unverified=verified or args.trust_unverified)
     if not payload.get("quant"):
-        raise BadInput(f"{args.config}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
+        raise BadInput(f"{where}: checkpoint {job.checkpoint} is a full-precision model; the search prunes a "
                        "quantized one (train it with --scheme bnn or --scheme dorefa)")
     all_layers = prunable_layers(model)
     layers = job.layers or all_layers
     bad = [n for n in layers if n not in all_layers]
     if bad:
-        raise BadInput(f"{args.config}: layers: {', '.join(map(repr, bad))} not prunable; prunable layers: "
+        raise BadInput(f"{where}: layers: {', '.join(map(repr, bad))} not prunable; prunable layers: "
                        f"{', '.join(all_layers)}")
     size = SizeModel.from_model(model, layers)
     sc = job.search_config(layers, {"checkpoint": Path(job.checkpoint).name})
@@ -171,14 +171,14 @@ def _preset(args):
         cfg = cfg.shrunk(args.limit)
     if getattr(args, "device", None):
         cfg = dataclasses.replace(cfg, device=args.device)
-    if getattr(args, "scheduler", None) is not None or getattr(args, "eval_workers", None) is not None:
+    if getattr(args, "scheduler", None) is not None or getattr(args, "workers", None) is not None:
         scheduler = args.scheduler or cfg.search.scheduler
-        workers = args.eval_workers if args.eval_workers is not None else \
+        workers = args.workers if args.workers is not None else \
             (cfg.search.workers if scheduler == cfg.search.scheduler else None)
         try:
             check_scheduler(scheduler, workers)
         except ValueError as err:
-            raise BadInput(f"--scheduler / --eval-workers: {err}") from None
+            raise BadInput(f"--scheduler / --workers: {err}") from None
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, scheduler=scheduler, workers=workers))
     return cfg
 
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--scheduler", metavar="ADDRESS",
                     help="evaluate search candidates on Dask: 'local' (a LocalCluster) or tcp://host:8786 "
                          "(default: the preset's search.scheduler; none: in this process)")
-    st.add_argument("--eval-workers", type=int, metavar="N",
+    st.add_argument("--workers", type=int, metavar="N",
                     help="worker processes of the local Dask cluster (default: one per GPU, else one per core)")
     st.add_argument("--wait", action="store_true",
                     help="if another study writes the results folder, wait for it to finish")

@@ -142,7 +142,7 @@ class StudyConfig:
     val_size: int = 5000
     limit: int | None = None
     image_size: int | None = None  # ImageNet only: the crop size (224 by default)
-    workers: int = 2  # ImageNet only: DataLoader worker processes decoding JPEGs (not part of any key)
+    loader_workers: int = 2  # ImageNet only: DataLoader worker processes decoding JPEGs (not part of any key)
     device: str = "auto"  # where it runs: auto, cpu, cuda, cuda:<i> (not part of any key; recorded in each artifact)
     base: dict[str, dict] = field(default_factory=dict)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
@@ -155,13 +155,16 @@ class StudyConfig:
             raise ValueError(f"name: {self.name!r} must be a plain name (letters, digits, '_', '-', '.'; no folders), "
                              "it names the study's log file in the results folder")
         check_names([self.dataset], DATASETS, "dataset")
-        resolve_builder(self.arch)  # a registered name or an importable builder
+        try:
+            resolve_builder(self.arch)  # a registered name or an importable builder
+        except ValueError as err:
+            raise ValueError(f"arch: {err}") from None
         if sorted(self.base) != sorted(BASE_KINDS):
             raise ValueError(f"base must have exactly the tables {', '.join(BASE_KINDS)}; got {', '.join(self.base)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be 0 or more, got {self.loader_workers}")
         if self.image_size is not None and (self.dataset != "imagenet" or self.image_size < 8):
             raise ValueError("image_size is an ImageNet setting of at least 8 pixels")
         check_device_spelling(self.device)
@@ -198,7 +201,7 @@ class StudyConfig:
         first = {k: v[:1] for k, v in self.search.targets.items()}
         return dataclasses.replace(
             self, name=f"{self.name}-limit{limit}", limit=limit, val_size=min(self.val_size, max(limit // 2, 16)),
-            image_size=image_size if self.dataset == "imagenet" else None, workers=0, base=base,
+            image_size=image_size if self.dataset == "imagenet" else None, loader_workers=0, base=base,
             evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images or 64, 64)),
             ablation=dataclasses.replace(self.ablation, criteria=self.ablation.criteria[:2], ratios=[0.5],
                                          random_seeds=[0], finetune_steps=2),

@@ -330,7 +330,8 @@ def load_cifar10(root=None, download=False, val_size=5000, batch_size=128, seed=
                         limit)
 
 
-def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, workers=2, image_size=224) -> Splits:
+def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, loader_workers=2,
+                  image_size=224) -> Splits:
     """ImageNet from an ImageFolder layout: ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*``.
 
     The validation split is held out of ``train/``; ``val/`` is the test set, as usual.
@@ -351,7 +352,7 @@ def load_imagenet(root=None, val_size=10000, batch_size=64, seed=0, limit=None, 
     if limit:
         tr, va = tr[:limit], va[:max(1, limit // 10)]
     g = torch.Generator().manual_seed(seed)
-    kw = dict(batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available())
+    kw = dict(batch_size=batch_size, num_workers=loader_workers, pin_memory=torch.cuda.is_available())
     return Splits(
         train=DataLoader(Subset(train_full, tr.tolist()), shuffle=True, generator=g, drop_last=True, **kw),
         val=DataLoader(Subset(train_eval, va.tolist()), **kw),

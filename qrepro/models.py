@@ -113,7 +113,8 @@ def resolve_builder(arch: str) -> Callable[..., nn.Module]:
     if arch in ARCHITECTURES:
         return ARCHITECTURES[arch]
     if not isinstance(arch, str) or ":" not in arch:
-        raise BadInput(f"unknown architecture {arch!r}: {BUILDER_HINT}; registered: {', '.join(ARCHITECTURES)}")
+        raise BadInput(f"unknown architecture {arch!r}; accepted values: {', '.join(ARCHITECTURES)}, or a "
+                       f"'package.module:builder' import path ({BUILDER_HINT})")
     module_name, _, attr = arch.partition(":")
     try:
         obj = importlib.import_module(module_name)

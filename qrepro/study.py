@@ -129,7 +129,7 @@ class Study:
 def load_study_data(preset=False, data_root=None, device=None):
     """The study's train / validation / test splits (on ``device`` when given)."""
     cfg = load_preset(preset)
-    extra = {"image_size": cfg.image_size, "workers": cfg.workers} if cfg.dataset == "imagenet" else {}
+    extra = {"image_size": cfg.image_size, "loader_workers": cfg.loader_workers} if cfg.dataset == "imagenet" else {}
     splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=128, seed=0,
                          limit=cfg.limit, **extra)
     return splits.to(device) if device is not None else splits
@@ -249,7 +249,7 @@ def make_base(ctx: Study, art: Artifact, path: Path):
         cfg.init_from = str(ctx.graph.resolve(art.inputs[0]))
     print(f"[train] {path.name}")
     c = ctx.config
-    loader = {"image_size": c.image_size, "workers": c.workers} if c.dataset == "imagenet" else {}
+    loader = {"image_size": c.image_size, "loader_workers": c.loader_workers} if c.dataset == "imagenet" else {}
     train_model(cfg, out=str(path), data_root=ctx.data_root, progress=ctx.progress, device=c.device,
                 loader_options=loader, trust_unverified=True)  # init_from: digest checked by resolve
 

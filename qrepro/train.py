@@ -78,7 +78,10 @@ class TrainConfig:
 
         if self.optimizer not in OPTIMIZERS:
             bad(f"optimizer: unknown {self.optimizer!r}; accepted values: {', '.join(OPTIMIZERS)}")
-        resolve_builder(self.arch)  # a registered name or an importable builder, refused with one line
+        try:
+            resolve_builder(self.arch)  # a registered name or an importable builder
+        except BadInput as err:
+            bad(f"arch: {err}")
         if self.dataset not in DATASETS:
             bad(f"dataset: unknown {self.dataset!r}; accepted values: {', '.join(DATASETS)}")
         if self.scaling not in SCALINGS:
@@ -303,7 +306,7 @@ def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progre
                 max_steps: int | None = None, device="auto", loader_options: dict | None = None,
                 trust_unverified: bool = False):
     """Train the model ``cfg`` describes on ``device``, evaluate it, and write its checkpoint to ``out``.
-    ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``workers``);
+    ``loader_options``: passed to the dataset's loader (ImageNet: ``image_size``, ``loader_workers``);
     ``trust_unverified``: load an ``init_from`` checkpoint that has no checksums
     (:func:`qrepro.checkpoint.load_checkpoint`)."""
     init_from_env(device)

@@ -50,8 +50,12 @@ def test_fuse_for_inference(bnn):
         fuse_for_inference("model.qrpk")
     with pytest.raises(InferenceError, match="already fused for inference; fuse the model it was made from"):
         fuse_for_inference(fuse_for_inference(bnn))
-    with pytest.raises(InferenceError, match="cannot fuse this model for inference: the model has no layer1"):
-        fuse_for_inference(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)))
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # control flow on a tensor's value: torch.fx cannot trace it
+
+    with pytest.raises(InferenceError, match="cannot fuse this model for inference: Branchy cannot be traced"):
+        fuse_for_inference(Branchy())
     circular = build_model("resnet20", in_channels=1)
     circular.layer1[0].conv1.padding_mode = "circular"
     with pytest.raises(InferenceError, match="padding_mode 'circular' cannot be fused, only 'zeros'"):
@@ -117,7 +121,7 @@ def test_objective_returning_inf_is_refused_and_not_journaled(tmp_path):
     (dict(scheme="dorefa", w_bits=33), "w_bits must be an integer from 1 to 32"),
     (dict(epochs=0), "epochs must be a positive number"),
     (dict(lr=-1), "lr must be a positive number"),
-    (dict(arch="vgg16"), "arch: unknown 'vgg16'; accepted values: resnet20, resnet18"),
+    (dict(arch="vgg16"), "arch: unknown architecture 'vgg16'; accepted values: resnet20, resnet18, or"),
     (dict(batch_size=0), "batch_size must be at least 1"),
     (dict(w_bits=2), "w_bits / a_bits need a quantization scheme"),
     (dict(scheme="xnor"), "scheme: unknown 'xnor'"),
@@ -310,7 +314,7 @@ def assert_one_line(code, err, match, expected=2):
     (["--w-bits", "33", "--scheme", "dorefa"], "w_bits must be an integer from 1 to 32"),
     (["--epochs", "0"], "epochs must be a positive number"),
     (["--lr", "-1"], "lr must be a positive number"),
-    (["--arch", "vgg16"], "arch: unknown 'vgg16'"),
+    (["--arch", "vgg16"], "arch: unknown architecture 'vgg16'"),
     (["--batch-size", "0"], "batch_size must be at least 1"),
     (["--epochs", "abc"], "--epochs takes a number, got 'abc'"),
     (["--scheme", "bnn", "--init-from", "/no/such.pt"], "init_from checkpoint /no/such.pt does not exist"),
@@ -400,8 +404,8 @@ def test_cli_late_errors_now_come_first(capsys, tmp_path, ckpts):
 @pytest.mark.parametrize("argv, match", [
     (["study", "--stages", "basee"], "argument --stages: invalid choice: 'basee'"),
     (["study", "--preset", "nope"], "no study preset 'nope'"),
-    (["study", "--scheduler", "host:8786"], "--scheduler / --eval-workers: scheduler: 'host:8786' is neither"),
-    (["study", "--eval-workers", "0", "--scheduler", "local"], "workers must be at least 1"),
+    (["study", "--scheduler", "host:8786"], "--scheduler / --workers: scheduler: 'host:8786' is neither"),
+    (["study", "--workers", "0", "--scheduler", "local"], "workers must be at least 1"),
     (["reproduce", "--only", "zzz"], "--only zzz: no notebook matches; notebooks: 01_quantizers.ipynb"),
     (["status", "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
     (["train"], "the following arguments are required: --out"),

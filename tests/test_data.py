@@ -99,7 +99,7 @@ def test_imagenet_from_imagefolder(tmp_path):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    s = D.load_splits("imagenet", root=tmp_path, val_size=4, batch_size=4, workers=0, image_size=32)
+    s = D.load_splits("imagenet", root=tmp_path, val_size=4, batch_size=4, loader_workers=0, image_size=32)
     x, y = next(iter(s.train))
     assert x.shape == (4, 3, 32, 32) and s.num_classes == 2
     assert len(s.test.dataset) == 6
