@@ -107,7 +107,8 @@ def _cmd_train(args) -> int:
     if out.exists() and not args.overwrite:
         raise BadInput(f"--out {out} exists; pass another path, or --overwrite to replace it")
     _, metrics = train_model(tc, out=str(out), data_root=args.data_root, max_steps=args.max_steps,
-                             device=args.device, trust_unverified=args.trust_unverified)
+                             device=args.device, trust_unverified=args.trust_unverified,
+                             loader_options={"skip_integrity_check": args.skip_integrity_check})
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     print(f"checkpoint: {out}")
     return 0
@@ -145,7 +146,7 @@ def _cmd_search(args) -> int:
         raise BadInput(f"{where}: dataset {job.dataset!r}, but checkpoint {job.checkpoint} was trained on "
                        f"{trained_on!r}; leave dataset out to use {trained_on!r}")
     dataset = job.dataset or trained_on or "fashion-mnist"
-    splits = load_splits(dataset, root=job.data_root)
+    splits = load_splits(dataset, root=job.data_root, skip_integrity_check=args.skip_integrity_check)
     crit, options = variant(job.criterion)
     objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
                                criterion_options={**options, **job.criterion_options}, device=device)
@@ -169,6 +170,11 @@ def _preset(args):
     cfg = load_study("smoke" if getattr(args, "smoke", False) else args.preset)
     if getattr(args, "limit", None) is not None:
         cfg = cfg.shrunk(args.limit)
+    if getattr(args, "batch_size", None) is not None:
+        cfg = cfg.with_batch_size(args.batch_size)
+    if getattr(args, "skip_integrity_check", False):
+        cfg = dataclasses.replace(cfg, skip_integrity_check=True,
+                                  overrides=[*cfg.overrides, "--skip-integrity-check"])
     if getattr(args, "device", None):
         cfg = dataclasses.replace(cfg, device=args.device)
     if getattr(args, "scheduler", None) is not None or getattr(args, "workers", None) is not None:
@@ -254,6 +260,9 @@ def _cmd_reproduce(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+SKIP_INTEGRITY_HELP = "CIFAR-10: read files that fail torchvision's MD5 check (a subset or a re-encoded copy)"
+
+
 def _study_options(p, data=True):
     p.add_argument("--preset", default="full", metavar="NAME",
                    help=f"study preset: configs/studies/<NAME>.toml ({', '.join(available_presets())}) or a path")
@@ -261,8 +270,12 @@ def _study_options(p, data=True):
     p.add_argument("--results", help="results folder (default: results/)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="the preset's code paths at a tiny scale: N training images, short schedules (smoke runs)")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="train every base model with batches of N (the preset's otherwise; a small data set needs "
+                        "at least one full batch)")
     if data:
         p.add_argument("--data-root", help="folder holding the dataset (default: data/, then the system's)")
+        p.add_argument("--skip-integrity-check", action="store_true", help=SKIP_INTEGRITY_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint path to write")
     t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     t.add_argument("--data-root", help="folder holding the dataset")
+    t.add_argument("--skip-integrity-check", action="store_true", help=SKIP_INTEGRITY_HELP)
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<i>")
     t.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
@@ -286,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(s, SearchRun)
     s.add_argument("--wait", action="store_true", help="if another search writes the journal, wait for it to finish")
     s.add_argument("--trust-unverified", action="store_true", help=TRUST_HELP)
+    s.add_argument("--skip-integrity-check", action="store_true", help=SKIP_INTEGRITY_HELP)
     s.set_defaults(func=_cmd_search)
 
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")

@@ -144,6 +144,8 @@ class StudyConfig:
     image_size: int | None = None  # ImageNet only: the crop size (224 by default)
     loader_workers: int = 2  # ImageNet only: DataLoader worker processes decoding JPEGs (not part of any key)
     device: str = "auto"  # where it runs: auto, cpu, cuda, cuda:<i> (not part of any key; recorded in each artifact)
+    skip_integrity_check: bool = False  # CIFAR-10: read files that fail torchvision's MD5 check (keys hash the content)
+    overrides: list[str] = field(default_factory=list)  # the command-line options that changed the preset (for hints)
     base: dict[str, dict] = field(default_factory=dict)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
@@ -188,6 +190,20 @@ class StudyConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def loader_options(self) -> dict:
+        """What the dataset's loader takes beyond the split (ImageNet's crop and decoding processes,
+        CIFAR-10's integrity check)."""
+        if self.dataset == "imagenet":
+            return {"image_size": self.image_size, "loader_workers": self.loader_workers}
+        return {"skip_integrity_check": True} if self.dataset == "cifar10" and self.skip_integrity_check else {}
+
+    def with_batch_size(self, batch_size: int) -> "StudyConfig":
+        """Every base model trained with ``batch_size`` (``study --batch-size``: a small data set)."""
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+        base = {k: {**v, "batch_size": batch_size} for k, v in self.base.items()}
+        return dataclasses.replace(self, base=base, overrides=[*self.overrides, "--batch-size", str(batch_size)])
+
     def shrunk(self, limit: int = 128, image_size: int = 32) -> "StudyConfig":
         """This preset's code paths at a tiny scale, for a smoke run (``--limit``): ``limit``
         training images, every base model trained for one epoch at most (a quarter when
@@ -200,7 +216,7 @@ class StudyConfig:
                     "batch_size": min(int(v.get("batch_size", 128)), 32)} for k, v in self.base.items()}
         first = {k: v[:1] for k, v in self.search.targets.items()}
         return dataclasses.replace(
-            self, name=f"{self.name}-limit{limit}", limit=limit, val_size=min(self.val_size, max(limit // 2, 16)),
+            self, name=f"{self.name}-limit{limit}", limit=limit, overrides=[*self.overrides, "--limit", str(limit)], val_size=min(self.val_size, max(limit // 2, 16)),
             image_size=image_size if self.dataset == "imagenet" else None, loader_workers=0, base=base,
             evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images or 64, 64)),
             ablation=dataclasses.replace(self.ablation, criteria=self.ablation.criteria[:2], ratios=[0.5],

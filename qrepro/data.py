@@ -311,12 +311,36 @@ def load_fashion_mnist(root=None, download=False, val_size=5000, batch_size=128,
 
 
 # --------------------------------------------------------------------------- CIFAR-10, ImageNet
-def load_cifar10(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None) -> Splits:
+class _UncheckedCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR-10 reader without its MD5 check (a subset or a re-encoded copy)."""
+
+    def _check_integrity(self) -> bool:
+        return all((Path(self.root) / self.base_folder / name).is_file()
+                   for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:  # the class names only (the meta file's MD5 is checked there too)
+        self.classes = [str(i) for i in range(10)]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+
+
+def load_cifar10(root=None, download=False, val_size=5000, batch_size=128, seed=0, limit=None,
+                 skip_integrity_check=False) -> Splits:
+    """CIFAR-10 in torchvision's python format (``root/cifar-10-batches-py/``); torchvision checks each
+    file's MD5, which a subset or a re-encoded copy fails: ``skip_integrity_check`` reads it anyway
+    (the cache keys hash the files' content either way)."""
     root = Path(root) if root is not None else paths.DATA_DIR / "cifar10"
+    reader = _UncheckedCIFAR10 if skip_integrity_check else torchvision.datasets.CIFAR10
     try:
-        train = torchvision.datasets.CIFAR10(str(root), train=True, download=download)
-        test = torchvision.datasets.CIFAR10(str(root), train=False, download=download)
+        train = reader(str(root), train=True, download=download)
+        test = reader(str(root), train=False, download=download)
     except RuntimeError as err:
+        if all((root / "cifar-10-batches-py" / f).is_file() for f in CIFAR10_FILES):
+            raise DatasetNotFound(
+                f"CIFAR-10 under {root} fails torchvision's MD5 check (a subset, an edited or a re-encoded copy); "
+                "pass --skip-integrity-check (skip_integrity_check=True) to read it anyway") from None
         raise DatasetNotFound(
             f"CIFAR-10 not found under {root} ({err}). Put the python-version batches "
             "(cifar-10-batches-py/) there, pass root=<folder>, or pass download=True where the network allows."
@@ -388,6 +412,8 @@ def load_splits(name: str, root=None, **kwargs) -> Splits:
     """Train / validation / test loaders of a dataset by name (see ``DATASETS``)."""
     if name not in LOADERS:
         raise BadInput(f"unknown dataset {name!r}; accepted values: {', '.join(DATASETS)}")
+    if name != "cifar10":
+        kwargs.pop("skip_integrity_check", None)  # only CIFAR-10's reader checks its files' MD5
     if name == "synthetic":
         return load_synthetic(**kwargs)
     return LOADERS[name](root=root, **kwargs)

@@ -73,10 +73,12 @@ TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
 
 
-def _rebuild_command(cfg: StudyConfig, root) -> callable:
-    shrunk = re.fullmatch(r"(.+)-limit(\d+)", cfg.name)  # StudyConfig.shrunk's naming
-    preset = f"{shrunk[1]} --limit {shrunk[2]}" if shrunk else cfg.name
-    extra = "" if root is None else f" --results {root}"
+def _rebuild_command(cfg: StudyConfig, root, data_root=None) -> callable:
+    """The command that builds a stage again, with every option that made this study what it is."""
+    preset = re.sub(r"-limit\d+$", "", cfg.name)  # StudyConfig.shrunk's naming; --limit is in the overrides
+    extra = "".join(f" {o}" for o in cfg.overrides)
+    extra += "" if data_root is None else f" --data-root {data_root}"
+    extra += "" if root is None else f" --results {root}"
     return lambda stage: f"python -m qrepro study --preset {preset} --stages {stage}{extra}"
 
 
@@ -129,9 +131,8 @@ class Study:
 def load_study_data(preset=False, data_root=None, device=None):
     """The study's train / validation / test splits (on ``device`` when given)."""
     cfg = load_preset(preset)
-    extra = {"image_size": cfg.image_size, "loader_workers": cfg.loader_workers} if cfg.dataset == "imagenet" else {}
     splits = load_splits(cfg.dataset, root=data_root, val_size=cfg.val_size, batch_size=128, seed=0,
-                         limit=cfg.limit, **extra)
+                         limit=cfg.limit, **cfg.loader_options())
     return splits.to(device) if device is not None else splits
 
 
@@ -207,7 +208,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         if optional.get(name, True):
             arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
                                  table_inputs[name], _code(make_table), keyed=False, stage="tables"))
-    return Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root), rebuild=_rebuild_command(cfg, root))
+    return Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root), rebuild=_rebuild_command(cfg, root, data_root))
 
 
 def open_study(preset=False, root=None, data_root=None, progress: bool = True) -> Study:
@@ -249,9 +250,8 @@ def make_base(ctx: Study, art: Artifact, path: Path):
         cfg.init_from = str(ctx.graph.resolve(art.inputs[0]))
     print(f"[train] {path.name}")
     c = ctx.config
-    loader = {"image_size": c.image_size, "loader_workers": c.loader_workers} if c.dataset == "imagenet" else {}
     train_model(cfg, out=str(path), data_root=ctx.data_root, progress=ctx.progress, device=c.device,
-                loader_options=loader, trust_unverified=True)  # init_from: digest checked by resolve
+                loader_options=c.loader_options(), trust_unverified=True)  # init_from: digest checked by resolve
 
 
 def make_objective(model, splits, cfg: StudyConfig, criterion: str = "redundancy", finetune_steps: int = 0,

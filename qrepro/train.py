@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .cache import write_bytes_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DATASETS, find_fashion_mnist, load_splits
+from .data import DATASETS, find_fashion_mnist, load_splits, loader_size
 from .device import autocast, model_device, model_dtype, resolve_device, to_device
 from .distributed import (
     active,
@@ -187,8 +187,9 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
     loader = shard_loader(splits.train, cfg.seed)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise BadInput(f"the training loader yields no batch: {len(getattr(loader, 'dataset', []) or [])} or fewer "
-                       "images with drop_last; lower the batch size or train on more images (limit)")
+        raise BadInput(f"a training run needs at least one full batch of {cfg.batch_size} images, and the training "
+                       f"split has {loader_size(splits.train)}; lower the batch size (study: --batch-size) or train on "
+                       "more images (--limit, or a larger data set)")
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     if max_steps is not None:
         total = min(total, max_steps)

@@ -1,12 +1,20 @@
 """The paper's presets: they validate, and their code paths run end to end at a tiny scale
 (``--limit``) on data the tests write in each format (CIFAR-10 batch files, an ImageNet
 ImageFolder of JPEGs)."""
+import dataclasses
+import re
+
 import pytest
 from fakes import write_fake_cifar10, write_fake_imagefolder
 
 from qrepro import study
+from qrepro.cli import main
 from qrepro.config import load_study
+from qrepro.data import DatasetNotFound, load_splits
+from qrepro.errors import BadInput
 from qrepro.journal import load_journal
+from qrepro.models import build_model
+from qrepro.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("name, dataset, arch", [("cifar10-resnet20", "cifar10", "resnet20"),
@@ -20,8 +28,6 @@ def test_paper_presets_validate(name, dataset, arch):
 
 
 def test_device_is_not_part_of_any_key(tmp_path):
-    import dataclasses
-
     cfg = load_study("smoke")
     a = study.study_graph(cfg, tmp_path)
     b = study.study_graph(dataclasses.replace(cfg, device="cpu"), tmp_path)
@@ -38,14 +44,33 @@ def check_study(cfg, root, data):
 
 
 @pytest.mark.slow
-def test_cifar10_preset_runs_end_to_end_at_a_tiny_scale(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as cifar
+def test_cifar10_preset_runs_end_to_end_at_a_tiny_scale(tmp_path):
+    write_fake_cifar10(tmp_path / "data")  # tiny stand-ins in the real format: they fail torchvision's MD5 check
+    cfg = dataclasses.replace(load_study("cifar10-resnet20").shrunk(128), skip_integrity_check=True)
+    check_study(cfg, tmp_path / "results", tmp_path / "data")
 
-    # torchvision checks the md5 of the real files; these are tiny stand-ins in the same format
-    monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
-    write_fake_cifar10(tmp_path / "data")
-    check_study(load_study("cifar10-resnet20").shrunk(128), tmp_path / "results", tmp_path / "data")
+
+def test_a_small_data_set_is_named_and_every_hint_repeats_the_options_given(tmp_path, capsys):
+    """The MD5 failure is named as such with its switch; --batch-size and --limit reach the study and
+    its messages; status's rebuild hint repeats --limit, --batch-size, --data-root and --results."""
+    write_fake_cifar10(tmp_path / "data", per_batch=40)
+    with pytest.raises(DatasetNotFound, match="fails torchvision's MD5 check.*--skip-integrity-check"):
+        load_splits("cifar10", root=tmp_path / "data")
+    argv = ["--preset", "cifar10-resnet20", "--limit", "128", "--batch-size", "16", "--skip-integrity-check",
+            "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r")]
+    assert main(["status", *argv]) == 1
+    out = capsys.readouterr().out
+    hint = re.search(r"rebuild with: (.*)", out)[1]
+    for option in argv[2:]:
+        assert option in hint, (option, hint)
+    cfg = load_study("cifar10-resnet20").shrunk(128).with_batch_size(16)
+    assert {b["batch_size"] for b in cfg.base.values()} == {16}
+
+
+def test_too_few_images_for_one_batch_says_how_many_a_run_needs(tmp_path):
+    splits = load_splits("synthetic", n_train=40, batch_size=64)
+    with pytest.raises(BadInput, match=r"needs at least one full batch of 64 images, and the training split has [1-5]?[0-9];"):
+        train(build_model("resnet20", in_channels=1, num_classes=4), splits, TrainConfig(batch_size=64))
 
 
 @pytest.mark.slow
