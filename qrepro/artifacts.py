@@ -501,6 +501,19 @@ class Graph:
     def done(self, id: str) -> bool:
         return self.status(id).usable
 
+    def check_inputs(self, stages) -> None:
+        """Refuse, before any work, a run of ``stages`` that would need an input it neither finds usable
+        nor builds itself (``--stages search`` before the base models exist)."""
+        planned = {i for s in stages for i in self.ids(s)}
+        for id in planned:
+            if self.done(id):
+                continue
+            for i in self[id].inputs:
+                if i not in planned and not self.done(i):
+                    st = self.status(i)
+                    raise ArtifactError(f"{id} needs {i}, which is {st.state} and not among the stages run "
+                                        f"({' '.join(stages)}); build it first: {self.rebuild(self[i].stage)}")
+
     def build(self, id: str, context=None) -> Path:
         """Make ``id`` unless it is fresh or legacy; its inputs must be usable.  The maker is called
         as ``make(context, artifact, path)`` (``context``: what makers share, by default this graph)."""

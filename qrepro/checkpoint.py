@@ -152,6 +152,8 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None, expected
                                   f"(key: (expected, stored)) {diff}")
     try:
         model = rebuild(arch, quant, payload.get("pruned"))
+        floating = [t.dtype for t in payload["state_dict"].values() if t.is_floating_point()]
+        model.to(floating[0] if floating else torch.float32)  # a float64 model loads as float64
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
         raise CheckpointError(f"{path}: its weights do not match the architecture it records ({arch}): {err}") \

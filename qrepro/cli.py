@@ -265,7 +265,7 @@ SKIP_INTEGRITY_HELP = "CIFAR-10: read files that fail torchvision's MD5 check (a
 
 def _study_options(p, data=True):
     p.add_argument("--preset", default="full", metavar="NAME",
-                   help=f"study preset: configs/studies/<NAME>.toml ({', '.join(available_presets())}) or a path")
+                   help=f"study preset: qrepro/presets/<NAME>.toml ({', '.join(available_presets())}) or a path")
     p.add_argument("--smoke", action="store_true", help="the same as --preset smoke")
     p.add_argument("--results", help="results folder (default: results/)")
     p.add_argument("--limit", type=int, metavar="N",

@@ -1,4 +1,4 @@
-"""A study's settings (``configs/studies/<name>.toml``): :class:`StudyConfig`, read by :func:`load_study`.
+"""A study's settings (``qrepro/presets/<name>.toml``): :class:`StudyConfig`, read by :func:`load_study`.
 
 Every field is checked when the preset is read (:mod:`qrepro.validation`), so a bad value fails
 before any stage runs; criteria are named by :data:`qrepro.criteria.VARIANTS`.
@@ -132,7 +132,7 @@ class FinalSettings:
 
 @dataclass
 class StudyConfig:
-    """A whole study (``configs/studies/<name>.toml``).  ``base.<kind>`` holds the
+    """A whole study (``qrepro/presets/<name>.toml``).  ``base.<kind>`` holds the
     :class:`~qrepro.train.TrainConfig` fields of each base model; ``arch``, ``dataset``,
     ``val_size`` and ``limit`` are the study's and must not be repeated there."""
 
@@ -229,7 +229,7 @@ class StudyConfig:
 
 
 def preset_path(name: str | Path) -> Path:
-    """A study preset by name (``configs/studies/<name>.toml``) or by path."""
+    """A study preset by name (``qrepro/presets/<name>.toml``) or by path."""
     p = Path(name)
     if p.suffix == ".toml" or p.exists():
         return p

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from .cache import write_text_atomic
 from .errors import BadInput
-from .paths import NOTEBOOKS_DIR, TEACHING_DIR, executed_notebooks_dir, results_dir
+from .paths import NOTEBOOKS_DIR, TEACHING_DIR, executed_notebooks_dir, require_source_tree, results_dir
 
 TRACKS = {"results": (NOTEBOOKS_DIR, "[0-9][0-9]_*.ipynb"), "teaching": (TEACHING_DIR, "T[0-9]_*.ipynb")}
 
 
 def notebook_paths(track: str = "results") -> list[Path]:
     """The notebooks of ``track``, in the order they run."""
+    require_source_tree(f"the {track} notebooks")
     if track not in TRACKS:
         raise BadInput(f"unknown notebook track {track!r}; accepted values: {', '.join(TRACKS)}")
     folder, pattern = TRACKS[track]

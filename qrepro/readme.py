@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cache import write_text_atomic
 from .errors import BadInput
-from .paths import README_PATH, tables_dir
+from .paths import README_PATH, require_source_tree, tables_dir
 
 # markers start a line (a marker quoted inside a sentence is text, not a block)
 BLOCK = re.compile(r"^(<!-- table: (?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
@@ -53,6 +53,8 @@ def sync_readme(root=None, readme: str | Path | None = None, check: bool = False
     """The names of the README's (default: the repository's) table blocks that differ from
     ``tables/<name>.md`` under ``root``; unless ``check``, those blocks are rewritten (atomically;
     the rest of the file is kept)."""
+    if readme is None:
+        require_source_tree("the README (or pass --readme FILE)")
     readme = Path(readme or README_PATH)
     if not readme.is_file():
         raise BadInput(f"{readme} does not exist; pass the README to update with --readme")

@@ -1,6 +1,6 @@
 """The study: every computing stage the notebooks read, as one artifact graph.
 
-A study is a preset (``configs/studies/<name>.toml``, :class:`~qrepro.config.StudyConfig`).
+A study is a preset (``qrepro/presets/<name>.toml``, :class:`~qrepro.config.StudyConfig`).
 :func:`study_graph` registers every artifact it makes -- the function that makes it, its
 config, its inputs, the code it depends on and whether it reads data -- in one place
 (:mod:`qrepro.artifacts` keys, records and checks them).  Stages, in order:
@@ -479,6 +479,7 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     with writer:
         times = {}
         try:
+            graph.check_inputs(stages)  # a missing input is named before a cluster starts or any work is done
             if "search" in stages and not all(graph.done(i) for i in graph.ids("search")):
                 ctx.dask_client()  # an unreachable scheduler fails here, before any work
             for stage in STAGES:

@@ -42,6 +42,7 @@ from .quantize import SCALINGS, SCHEMES, is_quantized, make_spec, quantize_model
 from .validation import check_field_types
 
 OPTIMIZERS = ("sgd", "adam")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -69,6 +70,8 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast (CUDA only; ignored on the CPU)
     channels_last: bool = False  # channels-last memory layout (CUDA only)
     compile: bool = False  # torch.compile the training step's model (pays after about 1.5 epochs on 2 CPU cores)
+    dtype: str = field(default="float32", metadata={"choices": DTYPES, "help": "float64: exact comparisons, e.g. of "
+                                                                               "1 and 2 torchrun processes"})
 
     def __post_init__(self):
         def bad(what):
@@ -84,6 +87,8 @@ class TrainConfig:
             bad(f"arch: {err}")
         if self.dataset not in DATASETS:
             bad(f"dataset: unknown {self.dataset!r}; accepted values: {', '.join(DATASETS)}")
+        if self.dtype not in DTYPES:
+            bad(f"dtype: unknown {self.dtype!r}; accepted values: {', '.join(DTYPES)}")
         if self.scaling not in SCALINGS:
             bad(f"scaling: unknown {self.scaling!r}; accepted values: {', '.join(SCALINGS)}")
         if self.scheme is None:
@@ -107,11 +112,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The fields, for cache keys and checkpoints.  Options added after the first study
-        (``bf16``, ``channels_last``, ``compile``) are left out at their default, which is the earlier
-        behaviour, so the keys of artifacts made before them stay valid."""
+        (``bf16``, ``channels_last``, ``compile``, ``dtype``) are left out at their default, which is the
+        earlier behaviour, so the keys of artifacts made before them stay valid."""
         d = asdict(self)
-        for name in ("bf16", "channels_last", "compile"):
-            if not d[name]:
+        for name in ("bf16", "channels_last", "compile", "dtype"):
+            if d[name] == getattr(TrainConfig, name):
                 del d[name]
         return d
 
@@ -300,7 +305,7 @@ def build_for_training(cfg: TrainConfig, splits, init: nn.Module | None = None) 
         model.load_state_dict(init.state_dict())
     if cfg.scheme:
         model = quantize_model(model, cfg.scheme, w_bits=cfg.w_bits, a_bits=cfg.a_bits, scaling=cfg.scaling)
-    return model
+    return model.to(DTYPES[cfg.dtype])
 
 
 def train_model(cfg: TrainConfig, out: str | None = None, data_root=None, progress: bool = True,

@@ -4,7 +4,7 @@ The ground floor of configuration (it imports no other ``qrepro`` module but :mo
 
 * :func:`from_mapping` builds a dataclass from a dict (a TOML table, a JSON object, the
   CLI's options): unknown keys, wrong types and out-of-range values are rejected with a
-  :class:`ConfigError` naming the file and the field (``configs/studies/full.toml:
+  :class:`ConfigError` naming the file and the field (``qrepro/presets/full.toml:
   search.budget: expected an integer, got '60'``).  Types come from the dataclass's
   annotations; ranges from its ``__post_init__``.
 * :func:`add_options` / :func:`options_given` turn a dataclass's scalar fields into

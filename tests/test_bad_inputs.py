@@ -242,7 +242,7 @@ def test_journal_that_is_not_json_lines(tmp_path):
 def test_study_preset_errors_name_the_file_and_field(tmp_path, override, match):
     import tomllib
 
-    data = tomllib.loads((Path(__file__).resolve().parent.parent / "configs/studies/full.toml").read_text())
+    data = tomllib.loads((Path(__file__).resolve().parent.parent / "qrepro/presets/full.toml").read_text())
 
     def merge(a, b):
         for k, v in b.items():
@@ -437,3 +437,16 @@ def test_cli_corrupt_idx_file_under_the_data_root(capsys, tmp_path):
     code, _, err = run_cli(capsys, ["train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path),
                                     "--out", str(tmp_path / "m.pt"), "--max-steps", "1"])
     assert_one_line(code, err, "train-labels-idx1-ubyte.gz cannot be read .*truncated or corrupt")
+
+
+def test_a_study_missing_an_input_is_refused_before_a_cluster_starts(tmp_path, monkeypatch):
+    """--stages search on an empty results folder: the missing base model is named before any work, and
+    no Dask cluster is started for searches that could not run."""
+    from qrepro import study
+
+    started = []
+    monkeypatch.setattr(study.Study, "dask_client", lambda self: started.append(1))
+    with pytest.raises(BadInput, match=r"search/.* needs base/(bnn|dorefa), which is missing .*build it first: "
+                                       r"python -m qrepro study --preset smoke --stages base"):
+        study.run_study(["search"], preset="smoke", root=tmp_path, progress=False)
+    assert not started and not list(tmp_path.rglob("*.pt"))

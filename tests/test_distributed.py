@@ -39,7 +39,7 @@ else:
     # rounding (1e-17 in one run, -1e-17 in the other) moves a weight by +lr or -lr
     cfg = TrainConfig(dataset="synthetic", batch_size=32, scheme=scheme, lr=0.05, epochs=1, seed=0,
                       w_bits=2 if scheme == "dorefa" else None, a_bits=2 if scheme == "dorefa" else None)
-model = model.double()  # float64: the comparison then sees the algorithm, not float32 rounding
+model = model.to(getattr(torch, sys.argv[5]))  # float64: the comparison sees the algorithm, not float32 rounding
 train(model, splits, cfg, progress=False, eval_every_epoch=False, max_steps=steps)
 if is_main():
     torch.save({"state": model.state_dict(), "world_size": world_size()}, out)
@@ -70,25 +70,26 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path,
     and a sign / ReLU tie is broken by rounding, differently in each summation order."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    run([sys.executable, str(script), str(tmp_path / "one.pt"), scheme, "3", "32"], tmp_path)
-    run(torchrun(2, str(script), str(tmp_path / "two.pt"), scheme, "3", "32"), tmp_path)
+    run([sys.executable, str(script), str(tmp_path / "one.pt"), scheme, "3", "32", "float64"], tmp_path)
+    run(torchrun(2, str(script), str(tmp_path / "two.pt"), scheme, "3", "32", "float64"), tmp_path)
     one, two = (torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt"))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert max_diff(one["state"], two["state"]) < 1e-9
 
 
 def test_torchrun_train_command_writes_one_checkpoint_recording_the_world_size(tmp_path):
-    """The real command line (float32; the float64 test above compares the numbers): rank 0 alone
-    writes and prints, and the checkpoint says how it was trained."""
-    common = ["-m", "qrepro", "train", "--dataset", "synthetic", "--batch-size", "32", "--max-steps", "1",
-              "--lr", "0.05", "--device", "cpu"]
+    """The real command line: rank 0 alone writes and prints, the checkpoint says how it was trained,
+    and with --dtype float64 one and two processes end with the same weights (to 1e-9)."""
+    common = ["-m", "qrepro", "train", "--dataset", "synthetic", "--batch-size", "32", "--max-steps", "2",
+              "--lr", "0.05", "--device", "cpu", "--dtype", "float64"]
     run([sys.executable, *common, "--out", "one.pt"], tmp_path)
     proc = run(torchrun(2, *common, "--out", "two.pt"), tmp_path)
     assert proc.stdout.count("checkpoint: two.pt") == 1  # rank 1 prints nothing
     one, two = (torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt"))
     assert two["extra"]["distributed"] == {"world_size": 2, "backend": "gloo", "batch_norm": "global"}
     assert one["extra"]["distributed"]["world_size"] == 1
-    assert one["state_dict"].keys() == two["state_dict"].keys()
+    assert one["state_dict"]["conv1.weight"].dtype == torch.float64
+    assert max_diff(one["state_dict"], two["state_dict"]) < 1e-9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.pt", "two.pt"]  # no state or probe files left
 
 
