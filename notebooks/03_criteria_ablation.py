@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 3. Criteria ablation
 #
@@ -53,6 +38,8 @@ for ax, kind in zip(axes, report.QUANT_KINDS):
                  errorbar="sd", ax=ax)
     ax.set_title(f"{report.LABELS[kind]}: after BN re-estimation")
     ax.set_ylabel("validation top-1 (%)")
+axes[0].get_legend().remove()  # one legend, beside the second panel, over no line
+sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="criterion")
 report.save_figure(fig, "ablation_bn", results)
 
 # %%
@@ -61,4 +48,5 @@ fig, ax = plt.subplots(figsize=(9, 3.6))
 sns.barplot(ft, x="criterion", y="val_acc", hue="model", errorbar="sd", ax=ax)
 ax.set_ylabel("validation top-1 (%)")
 ax.set_title(f"after a short fine-tune at ratio {ft.ratio.iloc[0]}")
+sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="model")
 report.save_figure(fig, "ablation_finetune", results)

@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 4. Bayesian search of per-layer ratios
 #
@@ -50,7 +35,8 @@ budget = settings["budget"]
 conv = report.convergence(sf, budget)
 g = sns.relplot(conv, x="evaluations", y="best_val_top1", hue="method", col="model", row="target", kind="line",
                 errorbar="sd", height=3.2, aspect=1.5, facet_kws={"sharey": False})
-g.set_axis_labels("evaluations", "best feasible validation top-1 (%)")
+g.set_axis_labels("evaluations", "best feasible\nvalidation top-1 (%)")
+g.figure.tight_layout()
 report.save_figure(g.figure, "search_convergence", results)
 
 # %%
@@ -69,8 +55,11 @@ for (model, target, method), grp in c[c.method.isin(["bo", "uniform"])].groupby(
     rows += [{"model": model, "target": target, "method": method, "layer": k, "ratio": v} for k, v in best.ratios.items()]
 chosen = pd.DataFrame(rows)
 g = sns.catplot(chosen, x="layer", y="ratio", hue="method", col="model", row="target", kind="bar", height=3,
-                aspect=2.2)
-g.set_xticklabels(rotation=60)
+                aspect=2.2, sharex=False)
+for ax in g.axes.flat:  # every panel names its layers
+    ax.tick_params(axis="x", labelbottom=True, labelrotation=60)
+g.figure.tight_layout()
+sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.98))  # right of the panels, clear of their labels
 report.save_figure(g.figure, "search_ratios", results)
 
 # %% [markdown]
@@ -104,7 +93,8 @@ if settings["compare_criteria"]:
     conv_c = report.convergence(at, budget)
     g = sns.relplot(conv_c, x="evaluations", y="best_val_top1", hue="criterion", col="model", kind="line",
                     errorbar="sd", height=3.2, aspect=1.5, facet_kws={"sharey": False})
-    g.set_axis_labels("evaluations", "best feasible validation top-1 (%)")
+    g.set_axis_labels("evaluations", "best feasible\nvalidation top-1 (%)")
+    g.figure.tight_layout()
     report.save_figure(g.figure, "search_criteria", results)
     display(report.read_table("criterion_search", smoke, results))
 else:

@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 6. The paper-style table
 #
@@ -60,7 +45,7 @@ if settings["final"]["recovery_epochs"]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("fine-tuning epochs")
     ax.set_ylabel("top-1 (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, over no point
     report.save_figure(fig, "recovery", results)
     display(rec)
 else:

@@ -1,8 +1,9 @@
 """Execute the notebooks in order with papermill: the results track (``notebooks/NN_*``,
 ``make reproduce``) and the teaching track (``notebooks/teaching/T*_*``, ``make teach``).
 
-Each notebook is run with ``smoke`` and ``results`` injected after its ``parameters``
-cell; the executed copy lands in ``results/notebooks/`` (``results/notebooks/teaching/``).  A progress line per notebook
+A notebook's source is its jupytext ``py:percent`` file (``jupytext.toml``: what JupyterLab opens
+and saves, without outputs); it is converted and run with ``smoke`` and ``results`` injected after
+its ``parameters`` cell; the executed copy lands in ``results/notebooks/`` (``results/notebooks/teaching/``).  A progress line per notebook
 gives its time.  The notebooks only read the cache: a missing or stale artifact stops
 the run with the error naming the command that makes it.
 """
@@ -17,7 +18,7 @@ from .cache import write_text_atomic
 from .errors import BadInput
 from .paths import NOTEBOOKS_DIR, TEACHING_DIR, executed_notebooks_dir, require_source_tree, results_dir
 
-TRACKS = {"results": (NOTEBOOKS_DIR, "[0-9][0-9]_*.ipynb"), "teaching": (TEACHING_DIR, "T[0-9]_*.ipynb")}
+TRACKS = {"results": (NOTEBOOKS_DIR, "[0-9][0-9]_*.py"), "teaching": (TEACHING_DIR, "T[0-9]_*.py")}
 
 
 def notebook_paths(track: str = "results") -> list[Path]:
@@ -30,7 +31,11 @@ def notebook_paths(track: str = "results") -> list[Path]:
 
 
 def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3",
-                  track: str = "results") -> list[Path]:
+                  track: str = "results", solutions: bool = False) -> list[Path]:
+    """Execute the notebooks of ``track`` into ``<results>/notebooks/`` in order (``only``: those whose names
+    contain one of these strings); ``solutions``: the lessons also run every exercise's solution file."""
+    import jupytext
+    import nbformat
     import papermill as pm
 
     root = results_dir(root).resolve()
@@ -43,10 +48,15 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
     for i, nb in enumerate(books, 1):
         t0 = time.time()
         print(f"[{i}/{len(books)}] {nb.name} ...", end="", flush=True)
-        out = out_dir / nb.name
+        out = out_dir / f"{nb.stem}.ipynb"
+        source = jupytext.read(nb)
+        source.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
+        nbformat.write(source, out)
         try:  # the results folder relative to the notebook, so a copy holds no path of this machine
-            pm.execute_notebook(str(nb), str(out), parameters={"smoke": smoke,
-                                                               "results": os.path.relpath(root, nb.parent)},
+            parameters = {"smoke": smoke, "results": os.path.relpath(root, nb.parent)}
+            if track == "teaching":
+                parameters["solutions"] = solutions
+            pm.execute_notebook(str(out), str(out), parameters=parameters,
                                 kernel_name=kernel, cwd=str(nb.parent), progress_bar=False,
                                 execution_timeout=timeout, record_timing=False,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice

@@ -13,6 +13,7 @@ IN_FUNCTION = {
     "distributed": "Dask's distributed: only a search or study that asks for a cluster pays its import",
     "papermill": "only the notebook runner needs it (seconds of import for every other command)",
     "nbformat": "only the notebook runner needs it; the GPU machine's Python has no Jupyter",
+    "jupytext": "only the notebook runner needs it (the notebooks' sources are py:percent files); the GPU machine has none",
     "pytest": "the GPU check asks whether pytest is installed on a machine that may lack it",
 }
 

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pandas as pd
 import pytest
+from nbclient import NotebookClient
 
 from qrepro import report, study
 from qrepro.cli import main
@@ -77,7 +79,7 @@ def smoke_results(tmp_path_factory):
     finally:
         Graph.build = build
     run_notebooks(smoke=True, root=root)
-    run_notebooks(smoke=True, root=root, track="teaching")
+    run_notebooks(smoke=True, root=root, track="teaching", solutions=True)
     return root
 
 
@@ -139,6 +141,20 @@ def test_executed_notebooks_show_their_figures_inline(smoke_results):
         text = json.dumps(outputs)
         assert "PosixPath(" not in text, nb_path.name
         assert "Warning" not in text, f"{nb_path.name} shows a warning"
+
+
+def test_every_solution_runs_and_answers_after_its_lesson(smoke_results):
+    """The lessons ran with solutions=True: each solution file printed its header and then its answer."""
+    solutions = sorted((REPO / "notebooks" / "teaching" / "solutions").glob("T*_*.py"))
+    assert len(solutions) >= 8
+    for path in solutions:
+        lesson = next((smoke_results / "notebooks" / "teaching").glob(f"{path.stem.split('_')[0]}_*.ipynb"))
+        nb = nbformat.read(lesson, as_version=4)
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+        assert f"--- {path.name}\n" in text, (path.name, lesson.name)
+        after = text.split(f"--- {path.name}\n", 1)[1].split("--- ", 1)[0]
+        assert after.strip() or any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])), \
+            f"{path.name} printed nothing"
 
 
 def test_accuracies_are_percentages(smoke_results):
@@ -368,3 +384,31 @@ def test_a_killed_ablation_is_in_progress_and_resumes_to_the_same_table(copy_of,
     after = pd.read_csv(table)
     assert list(after.columns) == list(before.columns)
     pd.testing.assert_frame_equal(after.drop(columns="seconds"), before.drop(columns="seconds"))
+
+
+@pytest.mark.parametrize("lesson", ["T1_pruning_quantized_filters", "T2_bayesian_search"])
+def test_every_cell_of_a_lesson_gives_the_same_result_run_twice(lesson, smoke_results):
+    """Each code cell runs twice in a row in one kernel (a student's Shift-Enter, twice): its outputs,
+    figures included, are the same both times.  (T3 is left out: its cells print timings.)"""
+    source = REPO / "notebooks" / "teaching" / f"{lesson}.py"
+    nb = jupytext.read(source)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "parameters" in cell.metadata.get("tags", []):  # run once, then the smoke values (as papermill does)
+            cell.source += f"\nsmoke, results, solutions = True, {str(smoke_results)!r}, False"
+            cells.append(cell)
+            continue
+        cells += [cell, nbformat.v4.new_code_cell(cell.source)]
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+
+    def seen(cell):
+        return [(o.get("text"), o.get("data", {}).get("text/plain"), o.get("data", {}).get("image/png"))
+                for o in cell.get("outputs", [])]
+
+    for first, second in zip(cells[1::2], cells[2::2]):
+        assert seen(first) == seen(second), f"{lesson}: run twice, this cell changes its result:\n{first.source[:300]}"

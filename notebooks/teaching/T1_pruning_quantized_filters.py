@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # Lesson 1. Pruning quantized filters: the criterion, physical removal, BatchNorm
 #
@@ -30,8 +15,9 @@
 # Runs live in under a minute on 2 CPU cores; it reads only the committed base checkpoints (no study needed).
 
 # %% tags=["parameters"]
-smoke = False  # True: read the tiny smoke study's checkpoints (CI)
+smoke = False  # True: read the tiny smoke study's checkpoints (CI, or a loaded laptop)
 results = None  # results folder; None: results/
+solutions = False  # True: run every exercise's solution at the end (the tests do; Run All and make teach do not)
 
 # %%
 from qrepro.notebooks import check_parameters
@@ -40,6 +26,7 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 
 # %%
 # %matplotlib inline
+import copy
 import tempfile
 from pathlib import Path
 
@@ -54,7 +41,7 @@ from qrepro.quantize import binarize_weight, dorefa_weight
 from qrepro.size import MB, size_breakdown
 from qrepro.train import evaluate
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 
 # %% [markdown]
 # ## 1. Quantizers and the straight-through estimator
@@ -66,24 +53,34 @@ torch.manual_seed(0)
 # \qquad \mathrm{sign}(0) = +1 . $$
 #
 # `sign` has zero gradient almost everywhere, so training uses the **straight-through estimator** (STE):
-# the backward pass treats sign as the identity where the input is small,
+# the backward pass treats sign as the identity where the input is small, and $\alpha_i$, a function of the
+# weights, passes its own gradient. With $g = \partial \mathcal{L} / \partial w^b_i$ for one filter of $D$ weights,
 #
-# $$ \frac{\partial \mathcal{L}}{\partial w} \approx \frac{\partial \mathcal{L}}{\partial w^b}\,
-# \mathbf{1}_{|w| \le 1} . $$
+# $$ \frac{\partial \mathcal{L}}{\partial w_{ij}} \approx \alpha_i\, g_j\, \mathbf{1}_{|w_{ij}| \le 1}
+# \;+\; \frac{\mathrm{sgn}(w_{ij})}{D} \sum_k g_k\, \mathrm{sign}(w_{ik}) , $$
+#
+# where $\mathrm{sgn}(0) = 0$ is the derivative of $|w|$ (the forward pass's $\mathrm{sign}(0) = +1$ is another
+# function). A weight with $|w| > 1$ still gets the second term.
 #
 # DoReFa-Net quantizes $r \in [0, 1]$ to $k$ bits with
-# $ \mathrm{quantize}_k(r) = \frac{1}{2^k - 1}\,\mathrm{round}\big((2^k - 1)\, r\big) $ and maps weights through
+# $ \mathrm{quantize}_k(r) = \frac{1}{2^k - 1}\,\mathrm{round}\big((2^k - 1)\, r\big) $ and maps weights, for
+# $k \ge 2$, through
 #
 # $$ w^q = 2\,\mathrm{quantize}_k\!\Big(\frac{\tanh w}{2 \max |\tanh w|} + \frac12\Big) - 1 , $$
 #
-# with the identity as the gradient of `round`.
+# with the identity as the gradient of `round`; for $k = 1$ it uses $w^q = \mathbb{E}|w|\,\mathrm{sign}(w)$, one
+# scale for the whole layer.
 
 # %%
 w = torch.tensor([[0.5, -0.25, 0.0, 1.25], [-2.0, 1.0, -1.0, 0.0]], requires_grad=True)
 wb = binarize_weight(w)  # alpha = 0.5 and 1.0: check by hand
 print("binarized:\n", wb.detach())
-wb.sum().backward()
-print("STE gradient (note the zeros where |w| > 1, and alpha's own gradient):\n", w.grad)
+wb.sum().backward()  # g = 1 everywhere
+print("STE gradient from autograd:\n", w.grad)
+with torch.no_grad():  # the equation above, written out
+    alpha = w.abs().mean(1, keepdim=True)
+    by_hand = alpha * (w.abs() <= 1) + torch.sign(w) / w.shape[1] * torch.where(w >= 0, 1.0, -1.0).sum(1, keepdim=True)
+print("the equation gives the same:", torch.allclose(by_hand, w.grad))
 print("DoReFa 2-bit levels of a spread of weights:", dorefa_weight(torch.linspace(-2, 2, 9), 2).tolist())
 
 # %% [markdown]
@@ -98,12 +95,14 @@ print("DoReFa 2-bit levels of a spread of weights:", dorefa_weight(torch.linspac
 # The criterion (this package's reading of "selecting redundant low-precision filters") removes filters greedily:
 # while the layer has more filters than it keeps, take the **closest pair** $(i, j)$ among the kept filters and
 # remove the member with the smaller BatchNorm scale $|\gamma|$ (the tie-break; the geometric median is an option).
-# Exact duplicates ($d_H = 0$) therefore go first.
+# Exact duplicates ($d_H = 0$) therefore go first. Hamming distances are integers, so pairs at equal distance are
+# common: among them the pair first in row order goes first (smallest $i$, then smallest $j$), and of two members
+# with equal $|\gamma|$ the higher index is removed.
 #
 # Below: six filters of length $D = 9$; filter 4 is filter 1 with one sign flipped, filter 5 a copy of filter 0.
 
 # %%
-codes = torch.where(torch.rand(6, 9) < 0.5, -1.0, 1.0)
+codes = torch.where(torch.rand(6, 9, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)  # the same each run
 codes[4] = codes[1]
 codes[4, 3] *= -1
 codes[5] = codes[0]
@@ -158,21 +157,22 @@ print(f"size {before.bytes.sum() / MB:.4f} MB -> {after.bytes.sum() / MB:.4f} MB
 with tempfile.TemporaryDirectory() as tmp:
     packed = save_packed(Path(tmp) / "pruned.qrpk", pruned)
     print(f"packed file: {packed.stat().st_size / MB:.4f} MB on disk (1 bit per binary weight, plus a header)")
-after.groupby("kind")[["params", "bytes"]].sum()
+after.groupby("kind")[["params", "bytes"]].sum().round(1)
 
 # %% [markdown]
 # ## 4. Why BatchNorm must be re-estimated
 #
 # Removing channels changes what every later layer sees; the running means and variances stored in BatchNorm were
-# estimated on the unpruned network. Re-estimating them on a few training batches (no gradient step) recovers much
-# of the accuracy. Measured here on a few hundred validation images:
+# estimated on the unpruned network. Re-estimating them on a few training batches (no gradient step) makes them
+# the pruned network's own. Whether that helps depends on how much the statistics moved: measured here on a few
+# hundred validation images (the sentence under the chart is written from these numbers):
 
 # %%
 splits = study.load_study_data(smoke)
 val = splits.val.subset(300 if not smoke else 64)
 acc = {"unpruned": evaluate(bnn, val)["acc"], "pruned": evaluate(pruned, val)["acc"]}
-recalibrate_batchnorm(pruned, splits.train_eval, batches=5)
-acc["pruned + BN re-estimated"] = evaluate(pruned, val)["acc"]
+recalibrated = recalibrate_batchnorm(copy.deepcopy(pruned), splits.train_eval, batches=5)  # `pruned` stays as it was
+acc["pruned + BN re-estimated"] = evaluate(recalibrated, val)["acc"]
 fig, ax = plt.subplots(figsize=(6, 2.6))
 ax.barh(list(acc), list(acc.values()), color=["C0", "C3", "C2"])
 ax.set_xlabel("validation top-1 (%)")
@@ -180,28 +180,43 @@ for i, v in enumerate(acc.values()):
     ax.text(v + 0.5, i, f"{v:.1f}", va="center")
 ax.set_xlim(0, 105)
 plt.show()
+change = acc["pruned + BN re-estimated"] - acc["pruned"]
+print(f"At ratio {ratio}, re-estimating BatchNorm {'raised' if change > 0 else 'lowered'} validation top-1 by "
+      f"{abs(change):.1f} points ({acc['pruned']:.1f} -> {acc['pruned + BN re-estimated']:.1f} %); the unpruned "
+      f"model scores {acc['unpruned']:.1f} %.")
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. Change `ratio` to 0.75 in section 3. How much accuracy does BatchNorm re-estimation recover now?
+# 1. Change `ratio` to 0.75 in section 3. What does BatchNorm re-estimation change now, and why more than at 0.5?
 # 2. Prune the same model with `"bn_scale"` and with `"random"` (pass `criterion_options={"seed": 1}` for random)
 #    at ratio 0.5 and compare, after re-estimation, with `"redundancy"`.
 # 3. Show that with `scaling="filter"` the deployed filter $\alpha_i\,\mathrm{sign}(w_i)$ has exactly the L1 norm of
 #    the latent filter $w_i$. What does that mean for an L1 criterion applied after binarization?
+#
+# Each solution is a file beside this lesson, not run by *Run All*: to see one, type `%load solutions/T1_1.py` in a
+# new cell and run that cell twice (the first run loads the code, the second runs it).
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1 (redundancy at 0.75) and 2 (three criteria at 0.5)
-for crit, options, r in (("redundancy", {}, 0.75), ("redundancy", {}, 0.5), ("bn_scale", {}, 0.5),
-                         ("random", {"seed": 1}, 0.5)):
-    m = prune(bnn, r, crit, criterion_options=options)
-    raw = evaluate(m, val)["acc"]
-    recalibrate_batchnorm(m, splits.train_eval, batches=5)
-    print(f"{crit:>10} ratio {r}: {raw:5.1f} % -> {evaluate(m, val)['acc']:5.1f} % after re-estimation")
+# %%
+if solutions:  # the tests set this: every solution runs here, after the lesson
+    for path in sorted(Path("solutions").glob("T1_*.py")):
+        print(f"--- {path.name}")
+        exec(compile(path.read_text(), str(path), "exec"))
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 3: ||alpha_i sign(w_i)||_1 = D alpha_i = ||w_i||_1, so L1 after binarization is L1 on the latent weights.
-conv = bnn.get_submodule("layer2.1.conv1")
-deployed = conv.quantized_weight().detach().abs().flatten(1).sum(1)
-latent = conv.weight.detach().abs().flatten(1).sum(1)
-print("largest difference:", float((deployed - latent).abs().max()))
+# %% [markdown]
+# ## Summary
+#
+# - A binary filter is $\alpha_i \mathrm{sign}(w_i)$: its scale-free code is what distinguishes it, and codes that
+#   repeat each other are what the redundancy criterion removes first.
+# - Pruning removes a filter physically (its channel, its BatchNorm channel and the next layer's input channel); the
+#   size formula and the packed file measure what it saves.
+# - BatchNorm statistics belong to the network they were measured on: after pruning, re-estimate them.
+#
+# **Prerequisites**: PyTorch modules and autograd; binary and k-bit numbers. **Next**: lesson T2 searches one ratio
+# per layer instead of one for all.
+#
+# **References**: M. Rastegari et al., *XNOR-Net*, ECCV 2016; M. Courbariaux et al., *Binarized Neural Networks*,
+# NeurIPS 2016; S. Zhou et al., *DoReFa-Net*, arXiv:1606.06160; Y. Bengio et al., *Estimating or propagating
+# gradients through stochastic neurons* (the straight-through estimator), arXiv:1308.3432; Z. Liu et al.,
+# *Learning efficient convolutional networks through network slimming* (`bn_scale`), ICCV 2017; L. Guerra et al.,
+# arXiv:2002.00523.

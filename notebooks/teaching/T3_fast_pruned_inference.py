@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # Lesson 3. From a pruned quantized network to fast inference
 #
@@ -32,8 +17,9 @@
 # interleaved, so that they share the machine's noise, and report medians.
 
 # %% tags=["parameters"]
-smoke = False  # True: read the tiny smoke study's checkpoints (CI)
+smoke = False  # True: read the tiny smoke study's checkpoints (CI, or a loaded laptop)
 results = None  # results folder; None: results/
+solutions = False  # True: run every exercise's solution at the end (the tests do; Run All and make teach do not)
 
 # %%
 from qrepro.notebooks import check_parameters
@@ -44,6 +30,7 @@ smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's v
 # %matplotlib inline
 import statistics
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -55,7 +42,7 @@ from qrepro.prune import prune, recalibrate_batchnorm
 from qrepro.quantize import dorefa_activation
 from qrepro.train import evaluate
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 REPEATS = 3 if smoke else 15
 
 
@@ -230,27 +217,26 @@ print("this CPU:", torch.backends.cpu.get_cpu_capability(), "- fold_factors(8) h
 # 2. Fold the 16-filter convolution by 2. Is it faster? Why not, on a 16-lane CPU?
 # 3. Prune the DoReFa model by half, fuse it with and without folding, and compare the pruned/unpruned time ratios.
 #    Which of its layers fold? (`[n for n, m in fused.named_modules() if getattr(m, "folds", ())]`)
+#
+# Each solution is a file beside this lesson, not run by *Run All*: to see one, type `%load solutions/T3_1.py` in a
+# new cell and run that cell twice (the first run loads the code, the second runs it).
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 1 and 2
-W3 = torch.randn(3, 16, 3, 3)
-W3f, _ = fold_weight(W3, None, 4)
-y = F.conv2d(x, W3f.to(memory_format=cl), stride=(1, 4), padding=1)
-n, _, h, w = y.shape
-by4 = y.permute(0, 2, 3, 1).reshape(n, h, 4 * w, 3).permute(0, 3, 1, 2)
-print("folded by 4, largest difference:", float((by4 - F.conv2d(x, W3, padding=1)).abs().max()))
-W16f = fold_weight(W16.contiguous(), None, 2)[0].to(memory_format=cl)
-t = median_ms({"plain": lambda: F.conv2d(x, W16, padding=1),
-               "folded": lambda: F.conv2d(x, W16f, stride=(1, 2), padding=1)})
-print(f"16 filters: plain {t['plain']:.2f} ms, folded by 2 {t['folded']:.2f} ms: 32 filters fill two vectors, "
-      "and the zeros add a third of the MACs for nothing")
+# %%
+if solutions:  # the tests set this: every solution runs here, after the lesson
+    for path in sorted(Path("solutions").glob("T3_*.py")):
+        print(f"--- {path.name}")
+        exec(compile(path.read_text(), str(path), "exec"))
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-# Solution 3
-pruned_dorefa = prune(dorefa, 0.5, "redundancy").eval()
-nets = {(fold, model): fuse_for_inference(m, fold=fold) for fold in (True, False)
-        for model, m in (("full", dorefa), ("half", pruned_dorefa))}
-t = median_ms(nets, images)
-for fold in (True, False):
-    print(f"fold={fold}: time ratio {t[fold, 'half'] / t[fold, 'full']:.2f}; folded layers:",
-          [n for n, m in nets[fold, "half"].named_modules() if getattr(m, "folds", ())])
+# %% [markdown]
+# ## Summary
+#
+# - A fused network computes once what the training form recomputes each time: quantized weights, BatchNorm and
+#   scales folded into one convolution, DoReFa's inputs as integers.
+# - Pruning saves time in proportion to the multiply-accumulates it removes only where the library's kernels stay
+#   efficient: narrow layers leave vector lanes empty, which column folding refills.
+# - Measure times interleaved and report medians: a shared machine is noisy.
+#
+# **Prerequisites**: lesson T1; convolution arithmetic. **References**: S. Zhou et al., *DoReFa-Net*,
+# arXiv:1606.06160; B. Jacob et al., *Quantization and training of neural networks for efficient integer-arithmetic-
+# only inference*, CVPR 2018 (folding BatchNorm); oneDNN's documentation on memory formats (channels-last);
+# L. Guerra et al., arXiv:2002.00523.
