@@ -233,11 +233,17 @@ class DaskPool:
         out = []
         for future in sorted(done, key=lambda f: self.running[f][0]["index"]):
             record, ratios, tries = self.running.pop(future)
+            result_lost = False
             if future.status == "finished":
-                out.append((record, *future.result()))
-                continue
-            error = future.exception() if future.status == "error" else None
-            if error is not None and not _lost_worker(error):
+                try:  # a finished result held by a worker that has gone since would be awaited forever
+                    out.append((record, *future.result(timeout=min(5.0, self.grace / 4))))
+                    continue
+                except TimeoutError:
+                    self._check_workers()  # no worker for the grace period: stop with one line
+                    error, result_lost = TimeoutError("its result was on a worker that has gone"), True
+            else:
+                error = future.exception() if future.status == "error" else None
+            if error is not None and not result_lost and not _lost_worker(error):
                 raise error  # the objective itself failed: a bug to see, not to retry
             if tries >= RETRIES:
                 raise RunFailed(f"candidate {record['index']} lost its worker {tries + 1} times ({error!r}); the "

@@ -225,3 +225,44 @@ def test_a_search_whose_workers_are_all_gone_stops_with_one_line(tmp_path):
         assert time.time() - t0 < 60
     _, evals = load_journal(journal)
     assert 3 <= len(evals) < 12
+
+
+class _Finished:
+    """A future Dask calls finished whose result sat on a worker that has gone: fetching it waits."""
+
+    status = "finished"
+
+    def result(self, timeout=None):
+        if timeout is None:
+            raise AssertionError("the result was awaited without a timeout: this is the hang")
+        raise TimeoutError
+
+
+class _NoWorkers:
+    def nthreads(self):
+        return {}
+
+    def submit(self, *args, **kwargs):
+        return object()
+
+
+def test_a_finished_result_on_a_gone_worker_is_evaluated_again_not_awaited_forever(monkeypatch):
+    """The race the cluster test met once under load: a candidate finishes, its worker dies before the
+    result is fetched.  The pool resubmits it instead of waiting, and with no worker for the grace
+    period stops with one line."""
+    import distributed
+
+    from qrepro.cluster import DaskPool
+    from qrepro.errors import RunFailed
+
+    monkeypatch.setattr(distributed, "wait", lambda futures, **kw: (set(futures), set()))
+    pool = object.__new__(DaskPool)
+    pool.client, pool.grace, pool.since_no_worker, pool.threads, pool.objective = _NoWorkers(), 2.0, None, None, None
+    pool.running = {_Finished(): ({"index": 7}, {"a": 0.5}, 0)}
+    assert pool.wait() == []  # not awaited: resubmitted
+    (record, ratios, tries), = pool.running.values()
+    assert (record["index"], tries) == (7, 1)
+    pool.running = {_Finished(): ({"index": 7}, {"a": 0.5}, 1)}
+    pool.since_no_worker = time.monotonic() - 10  # the grace period is over
+    with pytest.raises(RunFailed, match="no worker for 2 s"):
+        pool.wait()
