@@ -55,7 +55,26 @@ else:
 # ## The table
 
 # %%
-report.read_table("paper_table", smoke, results)
+table = report.read_table("paper_table", smoke, results)
+table
+
+# %% [markdown]
+# ## Accuracy against size of the fine-tuned models
+#
+# The table above as a picture: each fine-tuned model's test top-1 (mean, with the standard deviation over fine-tuning seeds as a bar) against its size; BO and the uniform ratio at the same target sit side by side, the unpruned model at the right.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+for ax, (model, rows) in zip(axes, table.groupby("model", sort=False)):
+    for method, marker, color in (("unpruned", "*", "k"), ("uniform", "s", "C1"), ("bo", "o", "C0")):
+        pick = rows[rows.configuration.str.startswith(method) & (rows.criterion.fillna("redundancy") == "redundancy")]
+        ax.errorbar(pick.size_MB * 1024, pick.test_top1_mean, yerr=pick.test_top1_std, fmt=marker, color=color,
+                    ms=8 if method == "unpruned" else 6, capsize=3, label=method)
+    ax.set_xlabel("size (KiB)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(model)
+axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="configuration")
+report.save_figure(fig, "final_accuracy_size", results)
 
 # %% [markdown]
 # ## The paper's claims, tested

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
-           "pareto_hypervolume", "recovery", "search_criteria"]
+           "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances"]
 TABLES = {
     "filter_duplicates": {"layer", "filters", "exact_duplicates", "mean_nn_differing", "model"},
     "baselines": {"model", "test_top1", "params", "size_MB"},
