@@ -31,14 +31,16 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import seaborn as sns
 import torch
+from ipywidgets import FloatSlider, interact
 
 from qrepro import report, study
 from qrepro.criteria import LayerView, pairwise_distances, select_filters
 from qrepro.export import save_packed
 from qrepro.prune import prunable_layers, prune, recalibrate_batchnorm
 from qrepro.quantize import binarize_weight, dorefa_weight
-from qrepro.size import MB, size_breakdown
+from qrepro.size import MB, model_size_bytes, size_breakdown
 from qrepro.train import evaluate
 
 _ = torch.manual_seed(0)
@@ -108,15 +110,12 @@ codes[4, 3] *= -1
 codes[5] = codes[0]
 gamma = torch.tensor([0.9, 0.3, 0.8, 0.25, 0.6, 0.2])  # |gamma| of the BatchNorm after each filter
 d = pairwise_distances(codes, "binary")
-fig, ax = plt.subplots(figsize=(4.2, 3.6))
-im = ax.imshow(d, cmap="viridis")
-for i in range(6):
-    for j in range(6):
-        ax.text(j, i, int(d[i, j]), ha="center", va="center", color="w", fontsize=9)
+fig, ax = plt.subplots(figsize=(4.6, 3.8))
+sns.heatmap(d.numpy(), annot=True, fmt=".0f", cmap="viridis", square=True, cbar_kws={"label": "Hamming distance"},
+            ax=ax)
 ax.set_title("Hamming distances between codes")
 ax.set_xlabel("filter")
 ax.set_ylabel("filter")
-fig.colorbar(im, ax=ax)
 plt.show()
 
 # %% [markdown]
@@ -158,6 +157,20 @@ with tempfile.TemporaryDirectory() as tmp:
     packed = save_packed(Path(tmp) / "pruned.qrpk", pruned)
     print(f"packed file: {packed.stat().st_size / MB:.4f} MB on disk (1 bit per binary weight, plus a header)")
 after.groupby("kind")[["params", "bytes"]].sum().round(1)
+
+# %% [markdown]
+# Move the slider (in JupyterLab, with the kernel running) to see how the size follows the ratio; a saved copy shows
+# the line for the ratio above.
+
+# %%
+def size_at(ratio=ratio):
+    """The model pruned at ``ratio``: its size and what share of the unpruned size it removes."""
+    kept = model_size_bytes(prune(bnn, ratio, "redundancy"))
+    print(f"ratio {ratio:.2f}: {kept / MB:.4f} MB, {100 * (1 - kept / model_size_bytes(bnn)):.1f} % of the size removed")
+
+
+size_at(ratio)  # printed once for a saved copy; the slider below prints again as it moves
+_ = interact(size_at, ratio=FloatSlider(value=ratio, min=0.0, max=0.9, step=0.05, description="ratio"))
 
 # %% [markdown]
 # ## 4. Why BatchNorm must be re-estimated
