@@ -33,14 +33,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
-from ipywidgets import FloatSlider, interact
 
 from qrepro import report, study
 from qrepro.criteria import LayerView, pairwise_distances, select_filters
 from qrepro.export import save_packed
 from qrepro.prune import prunable_layers, prune, recalibrate_batchnorm
 from qrepro.quantize import binarize_weight, dorefa_weight
-from qrepro.size import MB, model_size_bytes, size_breakdown
+from qrepro.size import MB, size_breakdown
 from qrepro.train import evaluate
 
 _ = torch.manual_seed(0)
@@ -157,20 +156,6 @@ with tempfile.TemporaryDirectory() as tmp:
     packed = save_packed(Path(tmp) / "pruned.qrpk", pruned)
     print(f"packed file: {packed.stat().st_size / MB:.4f} MB on disk (1 bit per binary weight, plus a header)")
 after.groupby("kind")[["params", "bytes"]].sum().round(1)
-
-# %% [markdown]
-# Move the slider (in JupyterLab, with the kernel running) to see how the size follows the ratio; a saved copy shows
-# the line for the ratio above.
-
-# %%
-def size_at(ratio=ratio):
-    """The model pruned at ``ratio``: its size and what share of the unpruned size it removes."""
-    kept = model_size_bytes(prune(bnn, ratio, "redundancy"))
-    print(f"ratio {ratio:.2f}: {kept / MB:.4f} MB, {100 * (1 - kept / model_size_bytes(bnn)):.1f} % of the size removed")
-
-
-size_at(ratio)  # printed once for a saved copy; the slider below prints again as it moves
-_ = interact(size_at, ratio=FloatSlider(value=ratio, min=0.0, max=0.9, step=0.05, description="ratio"))
 
 # %% [markdown]
 # ## 4. Why BatchNorm must be re-estimated
