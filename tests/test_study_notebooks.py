@@ -325,7 +325,7 @@ def test_one_line_of_criteria_changed_in_a_copy_of_the_package_is_stale(copy_of,
     assert old in src
     crit.write_text(src.replace(old, "victim = j if (ki, -i) < (kj, -j) else i"))
     env = {**os.environ, "PYTHONPATH": str(pkg)}
-    preset = str(REPO / "configs" / "studies" / "smoke.toml")  # the copy has no configs/ beside it
+    preset = str(REPO / "qrepro" / "presets" / "smoke.toml")
     run = subprocess.run([sys.executable, "-m", "qrepro", "status", "--preset", preset, "--results", str(copy_of)],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
@@ -386,10 +386,11 @@ def test_a_killed_ablation_is_in_progress_and_resumes_to_the_same_table(copy_of,
     pd.testing.assert_frame_equal(after.drop(columns="seconds"), before.drop(columns="seconds"))
 
 
-@pytest.mark.parametrize("lesson", ["T1_pruning_quantized_filters", "T2_bayesian_search"])
+@pytest.mark.parametrize("lesson", ["T1_pruning_quantized_filters"])
 def test_every_cell_of_a_lesson_gives_the_same_result_run_twice(lesson, smoke_results):
     """Each code cell runs twice in a row in one kernel (a student's Shift-Enter, twice): its outputs,
-    figures included, are the same both times.  (T3 is left out: its cells print timings.)"""
+    figures included, are the same both times.  T1 only, for the suite's time (T2 passed too, run by hand
+    on the smoke study: 45 s more); T3's cells print timings."""
     source = REPO / "notebooks" / "teaching" / f"{lesson}.py"
     nb = jupytext.read(source)
     cells = []

@@ -39,12 +39,12 @@ def test_the_wheel_runs_the_smoke_study_in_an_empty_folder(tmp_path):
     where = subprocess.run([python, "-c", "import qrepro; print(qrepro.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True).stdout
     assert where.startswith(site), where
-    run = qrepro("study", "--preset", "smoke")
+    run = qrepro("study", "--preset", "smoke", "--limit", "128")  # every stage, at the smallest scale (suite time)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert (work / "results" / "manifest.json").is_file() and (work / "results" / "tables" / "paper_table.csv").is_file()
-    status = qrepro("status", "--preset", "smoke")
+    status = qrepro("status", "--preset", "smoke", "--limit", "128")
     assert status.returncode == 0 and "fresh" in status.stdout, status.stdout[-2000:]
-    notebooks = qrepro("reproduce", "--preset", "smoke")
+    notebooks = qrepro("reproduce", "--preset", "smoke", "--limit", "128")
     assert notebooks.returncode == 2
     assert notebooks.stderr.strip().splitlines() == [
         "error: this command needs the results notebooks of qrepro's source tree (the installed package has no "

@@ -127,7 +127,7 @@ def test_a_preset_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
     from qrepro.validation import ConfigError
 
     preset = tmp_path / "p.toml"
-    smoke = Path(__file__).resolve().parent.parent / "configs" / "studies" / "smoke.toml"
+    smoke = Path(__file__).resolve().parent.parent / "qrepro" / "presets" / "smoke.toml"
     preset.write_text(f'name = "{name}"\n' + smoke.read_text())  # top-level keys come before the tables
     with pytest.raises(ConfigError, match="must be a plain name"):
         load_study(preset)
