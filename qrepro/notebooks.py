@@ -50,6 +50,8 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
         print(f"[{i}/{len(books)}] {nb.name} ...", end="", flush=True)
         out = out_dir / f"{nb.stem}.ipynb"
         source = jupytext.read(nb)
+        for j, cell in enumerate(source.cells):  # jupytext draws random ids: fixed ones keep the copies stable
+            cell.id = f"cell-{j}"
         source.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
         nbformat.write(source, out)
         try:  # the results folder relative to the notebook, so a copy holds no path of this machine
