@@ -173,8 +173,7 @@ def _preset(args):
     if getattr(args, "batch_size", None) is not None:
         cfg = cfg.with_batch_size(args.batch_size)
     if getattr(args, "skip_integrity_check", False):
-        cfg = dataclasses.replace(cfg, skip_integrity_check=True,
-                                  overrides=[*cfg.overrides, "--skip-integrity-check"])
+        cfg = cfg.skipping_integrity_check()
     if getattr(args, "device", None):
         cfg = dataclasses.replace(cfg, device=args.device)
     if getattr(args, "scheduler", None) is not None or getattr(args, "workers", None) is not None:

@@ -197,6 +197,11 @@ class StudyConfig:
             return {"image_size": self.image_size, "loader_workers": self.loader_workers}
         return {"skip_integrity_check": True} if self.dataset == "cifar10" and self.skip_integrity_check else {}
 
+    def skipping_integrity_check(self) -> "StudyConfig":
+        """CIFAR-10 files that fail torchvision's MD5 check read anyway (``--skip-integrity-check``)."""
+        return dataclasses.replace(self, skip_integrity_check=True,
+                                   overrides=[*self.overrides, "--skip-integrity-check"])
+
     def with_batch_size(self, batch_size: int) -> "StudyConfig":
         """Every base model trained with ``batch_size`` (``study --batch-size``: a small data set)."""
         if batch_size < 1:

@@ -111,7 +111,7 @@ class _Spaces:
 
     def new(self, blocked: str | None = None) -> int:
         self.parent.append(len(self.parent))
-        self.facts.append({"writers": [], "norms": [], "through": [], "readers": [], "blocked": []})
+        self.facts.append({"norms": [], "through": [], "readers": [], "blocked": []})
         if blocked:
             self.facts[-1]["blocked"].append(blocked)
         return len(self.parent) - 1
@@ -175,8 +175,7 @@ def _build(model: nn.Module) -> tuple[_Spaces, dict[str, int], list[tuple[str, s
     def writes(name: str) -> _Value:
         if name in out_space:
             return _Value(out_space[name])
-        out_space[name] = spaces.new()
-        spaces.add(out_space[name], "writers", name)
+        out_space[name] = spaces.new()  # the writers of a group are read from out_space, in forward order
         return _Value(out_space[name])
 
     for node in graph.nodes:

@@ -178,11 +178,13 @@ def _slice_in(model: nn.Module, name: str, keep: torch.Tensor, factor: int = 1):
     _replace(model, name, new)
 
 
-def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "block", scales: str = "frozen"):
-    """Remove, in place, every channel not listed in ``kept`` (``{group: kept indices}``)."""
+def apply_kept(model: nn.Module, kept: Mapping[str, list[int]], mode: str = "block", scales: str = "frozen",
+               groups: Mapping[str, ChannelGroup] | None = None):
+    """Remove, in place, every channel not listed in ``kept`` (``{group: kept indices}``); ``groups``: the
+    model's ``prune_groups(model, mode)`` where the caller has them (one trace, not two)."""
     if scales not in SCALE_CONVENTIONS:
         raise PruneError(f"unknown scale convention {scales!r}; accepted values: {', '.join(SCALE_CONVENTIONS)}")
-    groups = prune_groups(model, mode)
+    groups = groups if groups is not None else prune_groups(model, mode)
     if scales == "frozen":
         for m in model.modules():
             if is_quantized(m) and not m.is_frozen:
@@ -244,7 +246,7 @@ def prune(model: nn.Module, ratios, criterion: str = "redundancy", mode: str = "
         g = groups[name]
         k = n_keep(g.channels, r)
         kept[name] = select_filters(layer_view(model, g), k, criterion, **(criterion_options or {})).keep.tolist()
-    return apply_kept(model, kept, mode, scales)
+    return apply_kept(model, kept, mode, scales, groups)
 
 
 @torch.no_grad()

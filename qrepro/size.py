@@ -132,7 +132,7 @@ class SizeModel:
 
         def without_one(*names):
             kept = {n: list(range(groups[n].channels - 1)) for n in names}
-            return model_size_bytes(apply_kept(copy.deepcopy(model), kept, mode, "recompute"), convention)
+            return model_size_bytes(apply_kept(copy.deepcopy(model), kept, mode, "recompute", groups), convention)
 
         per = {name: base - without_one(name) for name in layers}
         shared = {}

@@ -43,7 +43,6 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from pathlib import Path
 
 from qrepro import report, study
-from qrepro.config import load_preset
 from qrepro.gp import hypervolume
 from qrepro.objective import PruneObjective
 from qrepro.prune import prunable_layers
@@ -158,9 +157,10 @@ print("best BO ratios:", {n: round(float(r), 2) for n, r in zip(layers, best)})
 print(f"size removed: {1 - size.exact_size(best.tolist()) / size.base:.2%} (target {tau:.2%})")
 
 # %%
-preset = load_preset("full").search
+preset = report.study_settings(smoke)["search"]  # the study whose checkpoints this lesson reads
 print(f"One run of {budget} evaluations on {objective.val_images} validation images is noisy: the study's searches "
-      f"run {preset.budget} evaluations each, with seeds {preset.seeds}, and notebook 4 reports their mean and spread.")
+      f"run {preset['budget']} evaluations each, with seeds {preset['seeds']}, and notebook 4 reports their mean and "
+      "spread.")
 
 # %% [markdown]
 # ## 4. Two objectives: the hypervolume
