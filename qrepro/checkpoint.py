@@ -22,6 +22,7 @@ import torch.nn as nn
 from .cache import record_digest, write_bytes_atomic
 from .errors import TRUST_UNVERIFIED, BadInput
 from .models import build_model
+from .precision import set_bits
 from .prune import apply_kept
 from .quantize import make_spec, quantize_model
 
@@ -113,6 +114,7 @@ def rebuild(arch: dict, quant: dict | None, pruned: dict | None = None) -> nn.Mo
     if quant:
         model = quantize_model(model, quant["scheme"], w_bits=quant["w_bits"], a_bits=quant["a_bits"],
                                scaling=quant["scaling"], replace_relu=quant["replace_relu"], inplace=True)
+        set_bits(model, quant.get("layer_bits", {}))
     if pruned:
         apply_kept(model, pruned["kept"], pruned["mode"], pruned["scales"])
     return model

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .data import loader_size, subset_loader
 from .device import model_device, resolve_device, to_device
+from .precision import Candidate, bit_units, set_bits, unit_bits
 from .prune import prune, prune_groups, recalibrate_batchnorm
 from .train import TrainConfig, evaluate, make_optimizer
 
@@ -73,6 +74,7 @@ class PruneObjective:
         self.ft_loader = subset_loader(splits.train, max(1, finetune_steps) * 128, batch_size=128, augment=True)
         self.val = subset_loader(splits.val, val_images, batch_size=batch_size)
         self.val_images = loader_size(self.val)
+        self._units = {}  # searched layers -> the quantized layers each one's bit-width sets
 
     @property
     def device(self) -> torch.device:
@@ -93,11 +95,22 @@ class PruneObjective:
                 "bn_batches": self.bn_batches, "val_images": self.val_images, "finetune_steps": self.finetune_steps,
                 "finetune_lr": self.finetune_lr, "mode": self.mode, "seed": self.seed}
 
+    def at_bits(self, bits: dict[str, int]) -> torch.nn.Module:
+        """A copy of the model with each searched unit (:func:`qrepro.precision.bit_units`) at its bit-width."""
+        layers = tuple(bits)
+        if layers not in self._units:
+            self._units[layers] = bit_units(self.model, layers, self.mode)
+        return set_bits(copy.deepcopy(self.model), unit_bits(self._units[layers], bits))
+
     def prune(self, ratios) -> torch.nn.Module:
+        """``ratios``: ``{layer: ratio}``, or a :class:`qrepro.precision.Candidate` (ratios and bit-widths)."""
         options = dict(self.criterion_options)
         if self.criterion == "random":
             options.setdefault("seed", self.seed)
-        pruned = prune(self.model, ratios, self.criterion, mode=self.mode, criterion_options=options)
+        model = self.model
+        if isinstance(ratios, Candidate):
+            model, ratios = self.at_bits(ratios.bits), ratios.ratios
+        pruned = prune(model, ratios, self.criterion, mode=self.mode, criterion_options=options)
         if self.finetune_steps:
             recalibrate_batchnorm(pruned, self.bn_loader, self.bn_batches)
             finetune(pruned, self.ft_loader, self.finetune_steps, self.finetune_lr, self.seed)

@@ -32,12 +32,15 @@ from .cluster import open_pool
 from .gp import hypervolume, pareto_front, propose_candidates, ref_point
 from .journal import Journal
 from .lock import hold
+from .precision import BIT_CHOICES, Candidate, PrecisionCost
 from .size import SizeModel
-from .space import DTYPE, SearchError, check_reachable, feasible_draws, uniform_ratio
+from .space import DTYPE, SearchError, budgets, check_reachable, decode, feasible_draws, uniform_ratio
 from .validation import check_field_types
 
 METHODS = ("bo", "random", "uniform")
 MODES = ("constrained", "pareto")
+# what a candidate sets: a pruning ratio per layer (the paper's search), a bit-width per unit, or both (qrepro.precision)
+SPACES = ("ratios", "bits", "joint")
 # constrained mode's acquisition functions: closed-form LogEI one candidate at a time (pending candidates as Kriging
 # believers; qrepro.acquisition), or BoTorch's Monte Carlo qLogNEI (batches of q)
 ACQUISITIONS = ("logei", "qlognei")
@@ -66,6 +69,10 @@ class SearchConfig:
     # unset otherwise (pareto mode: qLogNEHVI)
     acquisition: str | None = field(default=None, metadata={"choices": ACQUISITIONS})
     ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
+    space: str = field(default="ratios", metadata={"choices": SPACES})
+    bit_choices: list[int] = field(default_factory=lambda: list(BIT_CHOICES))  # spaces "bits" and "joint"
+    # spaces "bits" and "joint", constrained mode: the fraction of the unpruned model's bit-operations to remove too
+    bops_target: float | None = None
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
 
     def __post_init__(self):
@@ -89,6 +96,19 @@ class SearchConfig:
         if self.method == "bo" and self.n_init >= self.budget:
             raise SearchError(f"n_init ({self.n_init}) must be smaller than budget ({self.budget}): otherwise the "
                              "'bo' search is only its Sobol initial design; lower n_init or raise budget")
+        if self.space not in SPACES:
+            raise SearchError(f"unknown search space {self.space!r}; accepted values: {', '.join(SPACES)}")
+        if self.space != "ratios":
+            if self.method == "uniform":
+                raise SearchError(f"method 'uniform' searches ratios at the model's bit-widths; use space='ratios' "
+                                  f"(got space={self.space!r})")
+            if not self.bit_choices or len(set(self.bit_choices)) != len(self.bit_choices) or \
+                    any(not 1 <= b <= 8 for b in self.bit_choices):
+                raise SearchError(f"bit_choices must be distinct bit-widths from 1 to 8, got {self.bit_choices}")
+            self.bit_choices = sorted(self.bit_choices)
+        if self.bops_target is not None and (self.space == "ratios" or not 0.0 <= self.bops_target < 1.0):
+            raise SearchError(f"bops_target (fraction of bit-operations removed, in [0, 1)) applies to spaces 'bits' "
+                              f"and 'joint'; got {self.bops_target} with space={self.space!r}")
         if self.num_restarts < 1 or self.raw_samples < self.num_restarts:
             raise SearchError("num_restarts must be at least 1 and raw_samples at least num_restarts")
         if self.refit_every < 1:
@@ -115,7 +135,10 @@ class SearchConfig:
         earlier algorithm, so a journal written before one existed keeps its key: ``refit_every`` at 1
         (every step refitted), ``acquisition`` at qLogNEI (or unset: no BO, or pareto mode)."""
         d = asdict(self)
-        for name, before in (("refit_every", 1), ("acquisition", "qlognei"), ("acquisition", None)):
+        if self.space == "ratios":
+            del d["bit_choices"]
+        for name, before in (("refit_every", 1), ("acquisition", "qlognei"), ("acquisition", None),
+                             ("space", "ratios"), ("bops_target", None)):
             if name in d and d[name] == before:
                 del d[name]
         return d
@@ -175,6 +198,9 @@ def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, pr
             workers, worker_grace, trust_unverified) -> SearchResult:
     if list(size.layers) != list(cfg.layers):
         raise SearchError(f"the size model's layers {size.layers} differ from the search's {cfg.layers}")
+    if (cfg.space != "ratios") != isinstance(size, PrecisionCost):
+        raise SearchError(f"space {cfg.space!r} needs a " + ("qrepro.size.SizeModel" if cfg.space == "ratios" else
+                          "qrepro.precision.PrecisionCost (size and BOPs at any bit-widths)") + " as its size model")
     check_reachable(cfg, size)
     header = {"config": cfg.to_dict(), "size": size.to_dict()}
     header["key"] = config_key(header)
@@ -222,7 +248,7 @@ def _search(objective, size: SizeModel, cfg: SearchConfig, journal, executor, pr
     evals = sorted(jr.evals, key=lambda r: r["index"])
     front = []
     if evals:
-        pts = torch.tensor([[r["value"], r["pruned_fraction"]] for r in evals], dtype=DTYPE)
+        pts = torch.tensor([_objectives(r) for r in evals], dtype=DTYPE)
         front = [evals[i] for i in pareto_front(pts).nonzero().flatten().tolist()]
         front.sort(key=lambda r: r["pruned_fraction"])
     return SearchResult(cfg.to_dict(), evals, best_feasible(evals), front)
@@ -272,8 +298,18 @@ def _propose(jr: Journal, cfg: SearchConfig, size: SizeModel, init, rand, index:
             for i, row in enumerate(x)]
 
 
-def _ratios(rec: dict, cfg: SearchConfig) -> dict:
-    return {n: float(v) * cfg.r_max for n, v in zip(cfg.layers, rec["x"])}
+def _objectives(rec: dict) -> list[float]:
+    """What a Pareto front trades: the value, the fraction of the size removed (and of the BOPs, in the joint space)."""
+    return [rec["value"], rec["pruned_fraction"]] + ([rec["bops_fraction"]] if "bops_fraction" in rec else [])
+
+
+def _ratios(rec: dict, cfg: SearchConfig) -> dict | Candidate:
+    """The objective's argument: ``{layer: ratio}``, or in the joint space a :class:`Candidate`."""
+    if cfg.space == "ratios":
+        return {n: float(v) * cfg.r_max for n, v in zip(cfg.layers, rec["x"])}
+    ratios, bits = decode(torch.tensor([rec["x"]], dtype=DTYPE), cfg, len(cfg.layers))
+    return Candidate({n: float(r) for n, r in zip(cfg.layers, ratios[0])},
+                     {n: int(b) for n, b in zip(cfg.layers, bits[0])})
 
 
 def _record(rec: dict, value, seconds: float, jr: Journal, cfg: SearchConfig, size: SizeModel):
@@ -282,17 +318,27 @@ def _record(rec: dict, value, seconds: float, jr: Journal, cfg: SearchConfig, si
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         raise SearchError(f"the objective returned {value!r} for {r}; it must return a finite number (nothing of "
                           "this candidate was journaled; fix the objective and rerun to resume)")
-    rv = list(r.values())
-    exact = size.exact_size(rv)
-    feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
+    if cfg.space == "ratios":
+        rv, extra = list(r.values()), {}
+        exact = size.exact_size(rv)
+        feasible = cfg.mode != "constrained" or exact <= (1 - cfg.target) * size.base + 1e-6
+    else:
+        rv, bits = list(r.ratios.values()), list(r.bits.values())
+        exact = float(size.size(bits, rv)[0])
+        bops = float(size.bops(bits, rv)[0])
+        exact_of = {"size": exact, "bops": bops}
+        feasible = cfg.mode != "constrained" or all(exact_of[w] <= most * (1 + 1e-9) for w, most in budgets(cfg, size))
+        extra = {"bits": bits, "bops": bops, "bops_fraction": 1 - bops / size.bops_base}
     out = {"type": "eval", "index": rec["index"], "x": rec["x"], "source": rec["source"], "ratios": rv,
-           "value": float(value), "size": exact, "pruned_fraction": 1 - exact / size.base, "feasible": feasible,
-           "seconds": seconds, "seed": cfg.seed}
+           "value": float(value), "size": exact, "pruned_fraction": 1 - exact / size.base, **extra,
+           "feasible": feasible, "seconds": seconds, "seed": cfg.seed}
     prev = best_feasible(jr.evals + [out])
     out["best_so_far"] = prev["value"] if prev else None
     if cfg.mode == "pareto":
-        pts = torch.tensor([[e["value"], e["pruned_fraction"]] for e in jr.evals + [out]], dtype=DTYPE)
-        ref = ref_point(pts, cfg) if cfg.ref_accuracy is not None else torch.tensor([0.0, 0.0], dtype=DTYPE)
+        pts = torch.tensor([_objectives(e) for e in jr.evals + [out]], dtype=DTYPE)
+        ref = ref_point(pts, cfg, size)
+        if cfg.ref_accuracy is None:
+            ref[0] = 0.0
         out["hypervolume"] = hypervolume(pts, ref)
     jr.add(out)
 

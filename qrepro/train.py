@@ -38,11 +38,14 @@ from .distributed import (
 )
 from .errors import BadInput, check_input_file, check_output_file
 from .models import ARCHITECTURES, build_model, resolve_builder
+from .precision import draw_bits, layer_bits, set_bits
+from .prune import recalibrate_batchnorm
 from .quantize import SCALINGS, SCHEMES, is_quantized, make_spec, quantize_model
 from .validation import check_field_types
 
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BN_BATCHES = 20  # any-precision training: batches that re-estimate BatchNorm for the config's bit-widths after each epoch
 
 
 @dataclass
@@ -72,6 +75,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step's model (pays after about 1.5 epochs on 2 CPU cores)
     dtype: str = field(default="float32", metadata={"choices": DTYPES, "help": "float64: exact comparisons, e.g. of "
                                                                                "1 and 2 torchrun processes"})
+    # any-precision training (qrepro.precision): every step, each quantized layer at a bit-width drawn from these
+    bit_choices: list[int] | None = field(default=None, metadata={"help": "DoReFa only, e.g. 1 2 4 8"})
 
     def __post_init__(self):
         def bad(what):
@@ -98,7 +103,13 @@ class TrainConfig:
             bad(f"scheme: unknown {self.scheme!r}; accepted values: {', '.join(SCHEMES)} (leave it out for "
                 "full precision)")
         else:
-            make_spec(self.scheme, self.w_bits, self.a_bits, self.scaling)  # bits in range for the scheme
+            spec = make_spec(self.scheme, self.w_bits, self.a_bits, self.scaling)  # bits in range for the scheme
+        if self.bit_choices is not None:
+            if self.scheme != "dorefa" or not self.bit_choices or self.compile or spec.w_bits != spec.a_bits:
+                bad("bit_choices (any-precision training) needs scheme = 'dorefa', at least one bit-width, w_bits = "
+                    "a_bits, and compile = false (a changed bit-width would recompile the step)")
+            for b in self.bit_choices:
+                make_spec("dorefa", b, b)
         checks = [("epochs", self.epochs > 0, "a positive number"), ("lr", self.lr > 0, "a positive number"),
                   ("batch_size", self.batch_size >= 1, "at least 1"),
                   ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
@@ -112,10 +123,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The fields, for cache keys and checkpoints.  Options added after the first study
-        (``bf16``, ``channels_last``, ``compile``, ``dtype``) are left out at their default, which is the
-        earlier behaviour, so the keys of artifacts made before them stay valid."""
+        (``bf16``, ``channels_last``, ``compile``, ``dtype``, ``bit_choices``) are left out at their default, which
+        is the earlier behaviour, so the keys of artifacts made before them stay valid."""
         d = asdict(self)
-        for name in ("bf16", "channels_last", "compile", "dtype"):
+        for name in ("bf16", "channels_last", "compile", "dtype", "bit_choices"):
             if d[name] == getattr(TrainConfig, name):
                 del d[name]
         return d
@@ -225,6 +236,8 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
             loss_t = torch.zeros((), dtype=torch.float64, device=device)
             correct_t = torch.zeros((), dtype=torch.int64, device=device)
             for x, y in bar:
+                if cfg.bit_choices:  # seeded by the step, so a resumed run draws what the uninterrupted one did
+                    draw_bits(model, cfg.bit_choices, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
                 x, y = to_device(x, device, cfg.channels_last, dtype), to_device(y, device)
                 with autocast(device, cfg.bf16):
                     out = net(x)
@@ -242,6 +255,10 @@ def train(model: nn.Module, splits, cfg: TrainConfig, progress: bool = True, eva
                 if step >= total:
                     break
             bar.close()
+            if cfg.bit_choices:  # evaluated and saved at the config's bit-widths, BatchNorm statistics for them
+                set_bits(model, dict.fromkeys(layer_bits(model), model.quant_config["w_bits"]))
+                with torch.no_grad():
+                    recalibrate_batchnorm(model, loader, BN_BATCHES)
             loss_sum, correct = float(loss_t), int(correct_t)  # this rank's images (all of them in one process)
             record = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, seen),
                       "train_acc": 100.0 * correct / max(1, seen), "seconds": time.time() - t0,

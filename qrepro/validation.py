@@ -152,11 +152,15 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def _scalar(tp):
-    """The scalar type of an option for annotation ``tp`` (``int | None`` -> int), or None."""
+    """``(scalar type, is a list)`` of an option for annotation ``tp`` (``int | None`` -> ``(int, False)``,
+    ``list[int] | None`` -> ``(int, True)``), or ``(None, False)`` for a type no option takes."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
-    return tp if tp in (int, float, str, bool) else None
+        return _scalar(args[0]) if len(args) == 1 else (None, False)
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return (item, True) if item in (int, float, str) else (None, False)
+    return (tp, False) if tp in (int, float, str, bool) else (None, False)
 
 
 def _parse_as(tp, name: str):
@@ -178,7 +182,7 @@ def add_options(parser: argparse.ArgumentParser, cls, exclude=(), helps: Mapping
     """One ``--field-name`` option per scalar field of dataclass ``cls`` (default: not given)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp = _scalar(hints[f.name])
+        tp, many = _scalar(hints[f.name])
         if f.name in exclude or tp is None:
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -186,7 +190,7 @@ def add_options(parser: argparse.ArgumentParser, cls, exclude=(), helps: Mapping
         text = (helps or {}).get(f.name, f.metadata.get("help", ""))
         choices = f.metadata.get("choices")  # read now: a registry may have grown since the class was made
         values = f"one of {', '.join(choices)}; " if choices else ""
-        parser.add_argument(flag, dest=f.name, type=_parse_as(tp, flag[2:]), default=None,
+        parser.add_argument(flag, dest=f.name, type=_parse_as(tp, flag[2:]), default=None, nargs="+" if many else None,
                             metavar=tp.__name__.upper(), help=f"{text} ({values}default: {default})".strip())
 
 
