@@ -25,6 +25,7 @@ from .errors import BadInput, check_output_file
 from .notebooks import notebook_paths, run_notebooks
 from .objective import EvaluationSettings, PruneObjective
 from .paths import README_PATH
+from .precision import PrecisionCost
 from .prune import prunable_layers
 from .readme import sync_readme
 from .search import SearchConfig, search_ratios
@@ -138,15 +139,18 @@ def _cmd_search(args) -> int:
     if bad:
         raise BadInput(f"{where}: layers: {', '.join(map(repr, bad))} not prunable; prunable layers: "
                        f"{', '.join(all_layers)}")
-    size = SizeModel.from_model(model, layers)
     sc = job.search_config(layers, {"checkpoint": Path(job.checkpoint).name})
-    check_reachable(sc, size)
     trained_on = payload["config"].get("dataset")
     if job.dataset and trained_on and job.dataset != trained_on:
         raise BadInput(f"{where}: dataset {job.dataset!r}, but checkpoint {job.checkpoint} was trained on "
                        f"{trained_on!r}; leave dataset out to use {trained_on!r}")
     dataset = job.dataset or trained_on or "fashion-mnist"
     splits = load_splits(dataset, root=job.data_root, skip_integrity_check=args.skip_integrity_check)
+    if sc.space == "ratios":
+        size = SizeModel.from_model(model, layers)
+    else:  # size and BOPs at any bit-widths: one forward at the data's image shape counts the MACs
+        size = PrecisionCost.from_model(model, tuple(next(iter(splits.val))[0].shape[1:]), layers)
+    check_reachable(sc, size)
     crit, options = variant(job.criterion)
     objective = PruneObjective(model, splits, crit, job.bn_batches, job.val_images, job.finetune_steps,
                                criterion_options={**options, **job.criterion_options}, device=device)
@@ -158,7 +162,8 @@ def _cmd_search(args) -> int:
            "best": None if best is None else {
                "ratios": dict(zip(layers, best["ratios"])), "val_acc": best["value"],
                "size_bytes": best["size"], "size_MB": best["size"] / 2**20,
-               "pruned_percent": 100 * best["pruned_fraction"]},
+               "pruned_percent": 100 * best["pruned_fraction"],
+               **({"bits": dict(zip(layers, best["bits"])), "bops": best["bops"]} if "bits" in best else {})},
            "unpruned_size_bytes": size.base}
     write_text_atomic(summary, json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -15,14 +15,22 @@ from .data import DATASETS
 from .device import check_device_spelling
 from .models import resolve_builder
 from .objective import EvaluationSettings
+from .precision import BIT_CHOICES
 from .paths import STUDY_PRESETS_DIR
 from .search import METHODS, SearchConfig, SearchError
+from .quantize import check_bits
 from .train import TrainConfig
 from .validation import ConfigError, check_names, from_mapping, read_config_file
 
 # --------------------------------------------------------------------------- study presets
 BASE_KINDS = ("fp", "bnn", "dorefa")
 QUANT_KINDS = ("bnn", "dorefa")
+ANY_PRECISION = "anyprec"  # the base model the joint search prunes: DoReFa trained at per-layer random bit-widths
+# the joint stage's searches, all on the any-precision model at one size budget: name -> (space, method, bit
+# choices; None: the study's `joint.bit_choices`).  "1bit-bo" / "2bit-bo" are the paper's setting (one precision,
+# BO over ratios), "bits-bo" the bit-widths alone (HAQ's question, answered with BO)
+JOINT_SETTINGS = {"joint-bo": ("joint", "bo", None), "joint-random": ("joint", "random", None),
+                  "bits-bo": ("bits", "bo", None), "2bit-bo": ("joint", "bo", [2]), "1bit-bo": ("joint", "bo", [1])}
 
 
 def _check_targets(targets: dict, what: str):
@@ -111,6 +119,37 @@ class SearchSettings:
 
 
 @dataclass
+class JointSettings:
+    """The joint bit-width / pruning stage (``[joint]``, with ``[base.anyprec]``): every setting of
+    ``JOINT_SETTINGS`` at each target and seed, at one evaluation budget.  A target is the fraction of the
+    any-precision model's size at its own bit-widths (its ``w_bits``) to remove; ``sweep_bits``: the uniform
+    bit-widths the any-precision model is evaluated at beside the dedicated models."""
+
+    settings: list[str] = field(default_factory=lambda: list(JOINT_SETTINGS))
+    targets: list[float] = field(default_factory=lambda: [0.2612, 0.4])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    budget: int = SearchConfig.budget
+    n_init: int = SearchConfig.n_init
+    bit_choices: list[int] = field(default_factory=lambda: list(BIT_CHOICES))
+    bops_target: float | None = None
+    sweep_bits: list[int] = field(default_factory=lambda: list(BIT_CHOICES))
+
+    def __post_init__(self):
+        check_names(self.settings, list(JOINT_SETTINGS), "joint.settings")
+        if not self.seeds or not self.targets or not all(0 < t < 1 for t in self.targets):
+            raise ValueError(f"joint: seeds must be non-empty and targets in (0, 1), got {self.seeds}, {self.targets}")
+        try:
+            for name in self.settings:
+                space, method, choices = JOINT_SETTINGS[name]
+                SearchConfig(layers=["-"], space=space, method=method, budget=self.budget, n_init=self.n_init,
+                             bit_choices=choices or self.bit_choices, bops_target=self.bops_target)
+        except SearchError as err:
+            raise ValueError(f"joint: {err}") from None
+        for b in self.sweep_bits:
+            check_bits(b, "joint.sweep_bits")
+
+
+@dataclass
 class FinalSettings:
     epochs: float = 0.25
     lr: float = 1e-4
@@ -151,6 +190,7 @@ class StudyConfig:
     ablation: AblationSettings = field(default_factory=AblationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     final: FinalSettings = field(default_factory=FinalSettings)
+    joint: JointSettings | None = None  # the joint bit-width / pruning stage; None: none
 
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) or ".." in self.name:
@@ -161,8 +201,14 @@ class StudyConfig:
             resolve_builder(self.arch)  # a registered name or an importable builder
         except ValueError as err:
             raise ValueError(f"arch: {err}") from None
-        if sorted(self.base) != sorted(BASE_KINDS):
-            raise ValueError(f"base must have exactly the tables {', '.join(BASE_KINDS)}; got {', '.join(self.base)}")
+        kinds = self.base_kinds
+        if sorted(self.base) != sorted(kinds):
+            raise ValueError(f"base must have exactly the tables {', '.join(kinds)}"
+                             + (f" (base.{ANY_PRECISION}: with a [joint] section only)" if ANY_PRECISION in self.base
+                                or self.joint else "") + f"; got {', '.join(self.base)}")
+        if self.joint and not self.base[ANY_PRECISION].get("bit_choices"):
+            raise ValueError(f"base.{ANY_PRECISION} must train at random bit-widths: set its bit_choices "
+                             "(e.g. [1, 2, 4, 8])")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
         if self.loader_workers < 0:
@@ -182,6 +228,11 @@ class StudyConfig:
                        for k in QUANT_KINDS if t not in targets.get(k, [])]
             if missing:
                 raise ValueError(f"search.compare_target {t} must be one of the targets of {', '.join(missing)}")
+
+    @property
+    def base_kinds(self) -> tuple[str, ...]:
+        """The base models: full precision, BNN and DoReFa, and the any-precision model where the joint stage runs."""
+        return BASE_KINDS + ((ANY_PRECISION,) if self.joint else ())
 
     def base_fields(self, kind: str) -> dict:
         return {"arch": self.arch, "dataset": self.dataset, "val_size": self.val_size, "limit": self.limit,
@@ -230,7 +281,9 @@ class StudyConfig:
                                        pareto_budget=4),
             final=dataclasses.replace(self.final, epochs=0.05, seeds=self.final.seeds[:1],
                                       recovery_epochs=[0.05] if self.final.recovery_epochs else [],
-                                      targets={k: v[:1] for k, v in self.final.targets.items()}))
+                                      targets={k: v[:1] for k, v in self.final.targets.items()}),
+            joint=dataclasses.replace(self.joint, targets=self.joint.targets[:1], seeds=self.joint.seeds[:1], budget=4,
+                                      n_init=2, sweep_bits=self.joint.sweep_bits[:2]) if self.joint else None)
 
 
 def preset_path(name: str | Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import QUANT_KINDS, StudyConfig
+from .config import ANY_PRECISION, JOINT_SETTINGS, QUANT_KINDS, StudyConfig
 
 
 class _Job:
@@ -72,6 +72,36 @@ def search_jobs(cfg: StudyConfig) -> list[SearchJob]:
             jobs += [SearchJob(kind, "constrained", s.compare_target, "bo", seed, crit) for seed in s.seeds]
     jobs.append(SearchJob(s.pareto_model, "pareto", 0.0, "bo", 0))
     return jobs
+
+
+@dataclass(frozen=True)
+class JointJob:
+    """One search of the joint stage: a setting of ``JOINT_SETTINGS`` on the any-precision model, a size target and
+    a seed."""
+
+    setting: str
+    target: float
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"joint/{self.setting}-t{self.target}-s{self.seed}"
+
+    def search_fields(self, cfg: StudyConfig) -> dict:
+        """The :class:`~qrepro.search.SearchConfig` fields this job sets (its key holds them)."""
+        space, method, choices = JOINT_SETTINGS[self.setting]
+        j = cfg.joint
+        return {"space": space, "method": method, "bit_choices": choices or j.bit_choices, "target": self.target,
+                "bops_target": j.bops_target, "budget": j.budget, "n_init": j.n_init, "r_max": cfg.search.r_max,
+                "seed": self.seed}
+
+    def to_dict(self) -> dict:
+        return {"model": ANY_PRECISION, **asdict(self)}
+
+
+def joint_jobs(cfg: StudyConfig) -> list[JointJob]:
+    j = cfg.joint
+    return [JointJob(name, t, s) for name in j.settings for t in j.targets for s in j.seeds] if j else []
 
 
 def final_jobs(cfg: StudyConfig) -> list[FinalJob]:

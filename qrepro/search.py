@@ -70,9 +70,10 @@ class SearchConfig:
     acquisition: str | None = field(default=None, metadata={"choices": ACQUISITIONS})
     ref_accuracy: float | None = None  # pareto mode: accuracy of the reference point (default: min seen)
     space: str = field(default="ratios", metadata={"choices": SPACES})
-    bit_choices: list[int] = field(default_factory=lambda: list(BIT_CHOICES))  # spaces "bits" and "joint"
-    # spaces "bits" and "joint", constrained mode: the fraction of the unpruned model's bit-operations to remove too
-    bops_target: float | None = None
+    bit_choices: list[int] = field(default_factory=lambda: list(BIT_CHOICES),
+                                   metadata={"help": "spaces bits and joint: 1 2 4 8 if left out"})
+    bops_target: float | None = field(default=None, metadata={
+        "help": "spaces bits and joint: the fraction of the unpruned model's bit-operations to remove too"})
     extra: dict = field(default_factory=dict)  # what else determines the objective (criterion, checkpoint, ...)
 
     def __post_init__(self):

@@ -23,6 +23,7 @@ is used as it is); ``python -m qrepro status`` reports every artifact.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import functools
 import json
@@ -41,18 +42,19 @@ from .artifacts import Artifact, Graph, code_closure
 from .cache import write_json_atomic, write_text_atomic
 from .checkpoint import environment_info, load_checkpoint
 from .cluster import connect
-from .config import BASE_KINDS, QUANT_KINDS, StudyConfig, load_preset
+from .config import ANY_PRECISION, BASE_KINDS, QUANT_KINDS, StudyConfig, load_preset
 from .criteria import variant
-from .data import dataset_identity, load_splits
+from .data import dataset_identity, load_splits, subset_loader
 from .device import resolve_device
 from .errors import BadInput, check_input_file, check_writable_dir
 from .export import load_packed, save_packed
 from .gp import fit_gp
-from .jobs import final_jobs, gp_slice_job, search_jobs
+from .jobs import final_jobs, gp_slice_job, joint_jobs, search_jobs
 from .journal import append_record, load_journal, read_records
 from .lock import hold
 from .objective import PruneObjective
 from .paths import manifest_path, results_dir
+from .precision import PrecisionCost, layer_bits, set_bits
 from .prune import prunable_layers, prune, recalibrate_batchnorm
 from .search import SearchConfig, best_feasible, search_ratios
 from .size import SizeModel, model_size_bytes
@@ -60,17 +62,18 @@ from .space import uniform_ratio
 from .train import TrainConfig, evaluate, train, train_model
 from .validation import from_mapping
 
-STAGES = ("base", "ablation", "search", "final", "evaluate", "tables")
+STAGES = ("base", "ablation", "search", "final", "joint", "evaluate", "tables")
 DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data-parallel under torchrun
 # modules every maker reaches that never change what an artifact holds (so not in any key)
 NOT_KEYED = {"artifacts": "the graph's bookkeeping: keys, paths, status, the manifest",
              "errors": "error classes and input checks",
              "paths": "where files live"}
 # and per maker, modules its imports reach that it never runs
-BASE_NOT_KEYED = {"prune": "load_checkpoint imports it to rebuild pruned checkpoints; base models are not pruned",
-                  "criteria": "imported by prune; training never selects filters"}
+BASE_NOT_KEYED = {"criteria": "imported by prune; training never selects filters"}
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
-          "paper_table", "paper_reference", "claims", "criterion_search", "recovery")
+          "paper_table", "paper_reference", "claims", "criterion_search", "recovery", "precision_sweep",
+          "joint_summary")
+SWEEP_BN_BATCHES = 20  # batches of 128 training images re-estimating BatchNorm for each model of the precision sweep
 
 
 def _rebuild_command(cfg: StudyConfig, root, data_root=None) -> callable:
@@ -151,7 +154,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
     """Every artifact of the study ``preset`` under ``root``, registered in one place."""
     cfg = load_preset(preset)
     arts: list[Artifact] = []
-    for kind in BASE_KINDS:
+    for kind in cfg.base_kinds:
         tc = from_mapping(TrainConfig, cfg.base_fields(kind), f"base.{kind}")
         arts.append(Artifact(f"base/{kind}", "checkpoints", f"base-{kind}", ".pt", make_base, tc.to_dict(),
                              () if kind == "fp" else ("base/fp",), _code(make_base, exempt=BASE_NOT_KEYED), True,
@@ -184,9 +187,21 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "criterion_variant": variant(s.criterion), "evaluation": evaluation}
         arts.append(Artifact("recovery", "tables", "recovery", ".json", make_recovery, conf,
                              (f"base/{f.recovery_model}",), _code(make_recovery), True, stage="final"))
+    joints = joint_jobs(cfg)
+    for job in joints:
+        conf = {"job": job.to_dict(), "search": job.search_fields(cfg), "criterion": s.criterion,
+                "criterion_variant": variant(s.criterion), "evaluation": evaluation}
+        arts.append(Artifact(job.id, "journals", job.id.replace("/", "-"), ".jsonl", make_joint_search, conf,
+                             (f"base/{ANY_PRECISION}",), _code(make_joint_search), True, stage="joint",
+                             resumable=True))
+    if cfg.joint:
+        arts.append(Artifact("precision_sweep", "tables", "precision_sweep", ".json", make_precision_sweep,
+                             {"bits": cfg.joint.sweep_bits, "bn_batches": SWEEP_BN_BATCHES},
+                             (f"base/{ANY_PRECISION}",) + tuple(f"base/{k}" for k in QUANT_KINDS),
+                             _code(make_precision_sweep), True, stage="joint"))
     finals = tuple(j.id for j in final_jobs(cfg))
     arts.append(Artifact("test_metrics", "tables", "test_metrics", ".json", make_test_metrics, {},
-                         tuple(f"base/{k}" for k in BASE_KINDS) + finals, _code(make_test_metrics), True,
+                         tuple(f"base/{k}" for k in cfg.base_kinds) + finals, _code(make_test_metrics), True,
                          stage="evaluate"))
     arts.append(Artifact("gp_slice", "tables", "gp_slice", ".json", make_gp_slice,
                          {"pair": [0, -1], "grid": 40, "r_max": s.r_max}, (gp_slice_job(cfg).id,),
@@ -201,9 +216,11 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         "paper_table": ("test_metrics",), "claims": ("test_metrics",),
         "criterion_search": ("test_metrics",) + tuple(
             j.id for j in searches if j.method == "bo" and j.mode == "constrained" and j.target == s.compare_target),
-        "recovery": ("recovery",),
+        "recovery": ("recovery",), "precision_sweep": ("precision_sweep",),
+        "joint_summary": tuple(j.id for j in joints),
     }
-    optional = {"criterion_search": bool(s.compare_criteria), "recovery": bool(cfg.final.recovery_epochs)}
+    optional = {"criterion_search": bool(s.compare_criteria), "recovery": bool(cfg.final.recovery_epochs),
+                "precision_sweep": bool(cfg.joint), "joint_summary": bool(cfg.joint)}
     for name in TABLES:
         if optional.get(name, True):
             arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
@@ -393,6 +410,43 @@ def make_recovery(ctx: Study, art: Artifact, path: Path):
     write_json_atomic(path, {"model": c["model"], "target": c["target"], "ratio": ratio, "lr": c["lr"],
                              "base_val_acc": base[0], "base_test_acc": base[1], "runs": rows,
                              "versions": environment_info()})
+
+
+# --------------------------------------------------------------------------- stage 4b: joint bit-width / pruning search
+def make_joint_search(ctx: Study, art: Artifact, path: Path):
+    """One search of the joint stage (:class:`qrepro.jobs.JointJob`) on the any-precision model."""
+    c = art.config
+    model, _ = ctx.base(ANY_PRECISION)
+    model.to(ctx.device)
+    layers = prunable_layers(model)
+    splits = ctx.splits()
+    size = PrecisionCost.from_model(model, tuple(next(iter(splits.val))[0].shape[1:]), layers)
+    sc = SearchConfig(layers=layers, **c["search"], extra={"study": c})
+    objective = make_objective(model, splits, ctx.config, c["criterion"], 0, c["job"]["seed"])
+    print(f"[joint] {path.name}")
+    search_ratios(objective, size, sc, journal=path, progress=ctx.progress, scheduler=ctx.dask_client())
+
+
+def make_precision_sweep(ctx: Study, art: Artifact, path: Path):
+    """Validation and test top-1 of the any-precision model at each uniform bit-width of ``bits``, beside the
+    dedicated quantized models, every one after the same BatchNorm re-estimation (``bn_batches`` batches)."""
+    splits, c = ctx.splits(), art.config
+    bn_loader = subset_loader(splits.train, c["bn_batches"] * 128, batch_size=128)
+    models = []
+    anyprec, _ = ctx.base(ANY_PRECISION)
+    for bits in c["bits"]:
+        models.append(("any-precision", set_bits(copy.deepcopy(anyprec), dict.fromkeys(layer_bits(anyprec), bits))))
+    for kind in QUANT_KINDS:
+        models.append((f"dedicated {kind}", ctx.base(kind)[0]))
+    rows = []
+    for label, model in tqdm(models, desc="precision sweep", disable=not ctx.progress):
+        model.to(ctx.device)
+        recalibrate_batchnorm(model, bn_loader, c["bn_batches"])
+        q = model.quant_config
+        rows.append({"model": label, "scheme": q["scheme"], "w_bits": q["w_bits"] if label != "any-precision"
+                     else next(iter(layer_bits(model).values())), "val_acc": evaluate(model, splits.val)["acc"],
+                     "test_acc": evaluate(model, splits.test)["acc"], "size_bytes": model_size_bytes(model)})
+    write_json_atomic(path, {"rows": rows, "versions": environment_info()})
 
 
 # --------------------------------------------------------------------------- stage 5: evaluate

@@ -17,7 +17,7 @@ import torch
 from .cache import write_text_atomic
 from .config import QUANT_KINDS
 from .gp import pareto_front
-from .jobs import search_jobs
+from .jobs import joint_jobs, search_jobs
 from .journal import load_journal
 from .models import build_model
 from .prune import layer_view, prune_groups
@@ -30,7 +30,8 @@ PAPER = pd.DataFrame([  # arXiv:2002.00523, abstract: ResNet-18 on ImageNet
 ])
 
 
-LABELS = {"fp": "full precision", "bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit"}
+LABELS = {"fp": "full precision", "bnn": "BNN (1-bit)", "dorefa": "DoReFa 2-bit",
+          "anyprec": "any-precision DoReFa, at 2 bits"}
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -268,6 +269,50 @@ def _recovery(study):
     return df, note, ".2f"
 
 
+def joint_frame(study) -> pd.DataFrame:
+    """Every evaluation of every joint-stage search, long format, with its bit-widths and BOPs."""
+    rows = []
+    for job in joint_jobs(study.config):
+        header, evals = load_journal(study.graph.resolve(job.id), trust_unverified=True)  # digest checked
+        layers = header["config"]["layers"]
+        for r in evals:
+            rows.append({**job.to_dict(), "index": r["index"], "value": r["value"], "size_bytes": r["size"],
+                         "pruned_fraction": r["pruned_fraction"], "bops": r["bops"], "feasible": r["feasible"],
+                         "best_so_far": r["best_so_far"], "source": r["source"],
+                         "ratios": dict(zip(layers, r["ratios"])), "bits": dict(zip(layers, r["bits"]))})
+    return pd.DataFrame(rows)
+
+
+def _joint_summary(study):
+    df = joint_frame(study)
+    keys = ["setting", "target"]
+    best = df[df["feasible"]].sort_values("value", kind="stable").groupby(keys + ["seed"]).tail(1)
+    best = best.assign(mean_bits=best["bits"].map(lambda b: sum(b.values()) / len(b)),
+                       mean_ratio=best["ratios"].map(lambda r: sum(r.values()) / len(r)))
+    out = best.groupby(keys, sort=False).agg(
+        best_val_top1_mean=("value", "mean"), best_val_top1_std=("value", "std"), seeds=("seed", "count"),
+        size_KB_mean=("size_bytes", lambda v: v.mean() / 1024), pruned_percent_mean=("pruned_fraction",
+                                                                                     lambda v: 100 * v.mean()),
+        GBOPs_mean=("bops", lambda v: v.mean() / 1e9), mean_bits=("mean_bits", "mean"),
+        mean_ratio=("mean_ratio", "mean")).reset_index().fillna({"best_val_top1_std": 0.0})
+    evals = df.groupby(keys + ["seed"]).size().groupby(keys).mean().rename("evaluations_per_seed").reset_index()
+    out = out.merge(evals, on=keys)
+    note = ("Best feasible validation top-1 (%) of each setting's searches on the any-precision model, before "
+            "fine-tuning; size budget: the target's fraction of the model at its trained bit-widths removed; GBOPs "
+            "per image (MACs x weight bits x activation bits; full-precision layers 32 x 32); mean_bits, mean_ratio: "
+            "unweighted means over the searched units of the best configurations.")
+    return out, note, ".2f"
+
+
+def _precision_sweep(study):
+    df = pd.DataFrame(json.loads(study.graph.resolve("precision_sweep").read_text())["rows"])
+    df = df.assign(size_KB=df["size_bytes"] / 1024)[["model", "scheme", "w_bits", "val_acc", "test_acc", "size_KB"]]
+    note = (f"Top-1 (%) of the any-precision model at uniform bit-widths and of the dedicated models, each after "
+            f"BatchNorm re-estimation on {study.graph['precision_sweep'].config['bn_batches']} batches of 128 "
+            "training images; the dedicated BNN is a different scheme (sign activations, per-filter scales).")
+    return df, note, ".2f"
+
+
 TABLE_MAKERS = {
     "baselines": _baselines,
     "filter_duplicates": _filter_duplicates,
@@ -279,6 +324,8 @@ TABLE_MAKERS = {
     "claims": _claims,
     "criterion_search": _criterion_search,
     "recovery": _recovery,
+    "precision_sweep": _precision_sweep,
+    "joint_summary": _joint_summary,
     "paper_reference": lambda study: (PAPER, "arXiv:2002.00523 (abstract): ResNet-18 on ImageNet. Not comparable "
                                              "with our Fashion-MNIST ResNet-20 tables.", ".2f"),
 }
