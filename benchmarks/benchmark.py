@@ -1,6 +1,7 @@
 """Speed figures, measured side by side in one run and printed as ratios (not tests).
 
-    python benchmarks/benchmark.py [--sections train compile criteria inference search cluster regret gpu] [--repeats N]
+    python benchmarks/benchmark.py [--sections train compile criteria inference search cluster regret joint gpu]
+                                   [--repeats N]
                                    [--json PATH]
 
 * train: training throughput (images/s) of BNN and 2-bit DoReFa ResNet-20 against full
@@ -24,6 +25,10 @@
 * regret: BO, random search and the uniform ratio on a 12-layer function with a known optimum
   under the linear size constraint (median regret over seeds): the check that speeding up the
   BO loop did not make it search worse;
+* joint: the joint bit-width / pruning search against its baselines (random joint search, bit-widths
+  alone, the paper's 1- and 2-bit settings) on a 9-unit function of (bits, ratio) with a known constrained
+  optimum (median regret over seeds), and one joint proposal (18 dimensions) beside a ratio-only one (9),
+  at 60 observations;
 * gpu (where CUDA is present, else one line saying so): the GPU rows of issue 14, from
   ``benchmarks/gpu_check.py``'s throughput section: BNN and DoReFa training throughput against
   full precision on the GPU (ResNet-20 at batch 128 and 1024, ResNet-18 at 224 in bf16,
@@ -44,6 +49,7 @@ from bench_cluster import bench_cluster
 from bench_criteria import bench_criteria
 from bench_gpu import bench_gpu
 from bench_inference import bench_inference
+from bench_joint import bench_joint
 from bench_regret import bench_regret
 from bench_search import bench_search
 from bench_train import bench_compile, bench_train
@@ -51,7 +57,8 @@ from bench_train import bench_compile, bench_train
 from qrepro.checkpoint import environment_info
 
 SECTIONS = {"train": bench_train, "criteria": bench_criteria, "inference": bench_inference, "search": bench_search,
-            "cluster": bench_cluster, "regret": bench_regret, "compile": bench_compile, "gpu": bench_gpu}
+            "cluster": bench_cluster, "regret": bench_regret, "joint": bench_joint, "compile": bench_compile,
+            "gpu": bench_gpu}
 
 
 def main(argv=None):

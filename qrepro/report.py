@@ -2,7 +2,7 @@
 
 Every read goes through the study's artifact graph, which refuses a missing, stale or corrupt
 artifact: :func:`read_table`, :func:`ablation_frame`, :func:`search_frame`, :func:`gp_slice`,
-:func:`base_models`, :func:`load_base`, :func:`read_json`.  Nothing here computes a result;
+:func:`base_models`, :func:`load_base`, :func:`read_json`, :func:`joint_frame`.  Nothing here computes a result;
 figures are written as PNG and PDF under ``results/figures``.
 """
 from __future__ import annotations
@@ -80,6 +80,11 @@ def ablation_frame(preset=False, root=None) -> pd.DataFrame:
 def search_frame(preset=False, root=None) -> pd.DataFrame:
     """Every evaluation of every search job, long format (one row per evaluation)."""
     return tables.search_frame(open_study(preset, root))
+
+
+def joint_frame(preset=False, root=None) -> pd.DataFrame:
+    """Every evaluation of every joint-stage search, long format, with bit-widths and BOPs."""
+    return tables.joint_frame(open_study(preset, root))
 
 
 def gp_slice(preset=False, root=None) -> dict:

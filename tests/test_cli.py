@@ -88,6 +88,21 @@ def test_the_readme_search_example_runs_as_written(tmp_path, capsys):
     assert json.loads((tmp_path / "s.json").read_text())["evaluations"] == 3
 
 
+def test_the_readme_joint_search_command_runs_as_written(tmp_path, capsys):
+    """The README's joint-search command on the committed any-precision model, at a small budget: every
+    evaluation under the size budget, with its bit-widths in the summary."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    command = "python -m qrepro search --checkpoint base/anyprec --space joint --target 0.2612 --budget 40"
+    assert command in readme
+    args = command.split()[3:-2] + ["--budget", "3", "--n-init", "2", "--val-images", "64", "--bn-batches", "1",
+                                    "--journal", str(tmp_path / "j.jsonl"), "--summary", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    best = json.loads((tmp_path / "s.json").read_text())["best"]
+    assert set(best["bits"].values()) <= {1, 2, 4, 8} and best["pruned_percent"] >= 26.12 - 1e-9
+    assert all(json.loads(line)["feasible"] for line in (tmp_path / "j.jsonl").read_text().splitlines()[1:]
+               if json.loads(line)["type"] == "eval")
+
+
 def test_search_takes_every_field_as_an_option_and_names_criteria_as_presets_do(tmp_path, capsys):
     """No config file needed; a criterion variant (redundancy-gm) works as in a preset; a typo in an option
     or an empty layer list is refused before any file is made."""

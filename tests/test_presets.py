@@ -77,3 +77,25 @@ def test_too_few_images_for_one_batch_says_how_many_a_run_needs(tmp_path):
 def test_imagenet_preset_runs_end_to_end_at_a_tiny_scale(tmp_path):
     write_fake_imagefolder(tmp_path / "data")
     check_study(load_study("imagenet-resnet18").shrunk(128, image_size=32), tmp_path / "results", tmp_path / "data")
+
+
+@pytest.mark.parametrize("name, shape, classes", [("full", (1, 28, 28), 10), ("cifar10-resnet20", (3, 32, 32), 10),
+                                                   ("imagenet-resnet18", (3, 224, 224), 1000)])
+def test_every_joint_search_of_a_preset_can_meet_its_budget(name, shape, classes):
+    """Each joint setting at each target has candidates under the budget on the preset's own network (sizes do not
+    depend on the weights): a preset that asks for the unreachable fails here, not after its base models train."""
+    from qrepro.jobs import joint_jobs
+    from qrepro.precision import PrecisionCost
+    from qrepro.prune import prunable_layers
+    from qrepro.quantize import quantize_model
+    from qrepro.search import SearchConfig
+    from qrepro.space import check_reachable
+
+    cfg = load_study(name)
+    model = quantize_model(build_model(cfg.arch, in_channels=shape[0], num_classes=classes), "dorefa", 2, 2)
+    layers = prunable_layers(model)
+    cost = PrecisionCost.from_model(model, shape, layers)
+    jobs = joint_jobs(cfg)
+    assert {j.setting for j in jobs} == set(cfg.joint.settings)
+    for job in jobs:
+        check_reachable(SearchConfig(layers=layers, **job.search_fields(cfg)), cost)
