@@ -84,11 +84,19 @@ SETTINGS = (  # label, space, method, bit choices: the issue's baselines at one 
 )
 
 
-def bench_joint(repeats: int, budget: int = 40, target: float = 0.3):
-    """Median regret (against the joint optimum) of each setting over seeds, and one proposal's time at 60
-    observations: joint (18 dimensions) beside ratio-only (9)."""
+def bench_joint(repeats: int, budget: int = 40, target: float = 0.3, regret: bool = True):
+    """Median regret (against the joint optimum) of each setting over seeds (``regret``), and one proposal's time
+    at 60 observations: joint (18 dimensions) beside ratio-only (9)."""
     rows, seeds = {}, range(max(3, repeats))
     problem = KnownJointOptimum()
+    if regret:
+        rows.update(_regret(problem, seeds, budget, target))
+    rows.update(_proposal_time(problem, target))
+    return rows
+
+
+def _regret(problem: KnownJointOptimum, seeds, budget: int, target: float) -> dict:
+    rows = {}
     best = problem.optimum(target, 0.9)
     print(f"\n## Joint search on a known optimum (9 units, target {target}, budget {budget}, {len(seeds)} seeds; "
           f"optimum {best:.3f})")
@@ -102,11 +110,15 @@ def bench_joint(repeats: int, budget: int = 40, target: float = 0.3):
             t0 = time.perf_counter()
             regrets.append(best - search_ratios(problem, problem.cost(), cfg, progress=False).best["value"])
             walls.append(time.perf_counter() - t0)
-        key = label.split(":")[0].replace(" ", "_").replace(",", "")
+        key = "_".join("".join(c if c.isalnum() else " " for c in label).split())
         rows[f"joint_regret_{key}_median"] = statistics.median(regrets)
         print(f"| {label} | {own:.3f} | {statistics.median(regrets):.3f} | {max(regrets):.3f} | "
               f"{statistics.median(walls):.1f} |")
+    return rows
 
+
+def _proposal_time(problem: KnownJointOptimum, target: float) -> dict:
+    rows = {}
     print("\n## One BO proposal at 60 observations (median of 5)\n| space | dimensions | s |\n|---|---|---|")
     ratio_size = SizeModel(1e5, dict.fromkeys(problem.layers, 100), dict.fromkeys(problem.layers, 50.0))
     for space, size in (("ratios", ratio_size), ("joint", problem.cost())):
@@ -128,4 +140,6 @@ def bench_joint(repeats: int, budget: int = 40, target: float = 0.3):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    bench_joint(parser.parse_args().repeats)
+    parser.add_argument("--proposal-only", action="store_true", help="only the proposal times (seconds)")
+    args = parser.parse_args()
+    bench_joint(args.repeats, regret=not args.proposal_only)

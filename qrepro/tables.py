@@ -296,7 +296,9 @@ def _joint_summary(study):
         GBOPs_mean=("bops", lambda v: v.mean() / 1e9), mean_bits=("mean_bits", "mean"),
         mean_ratio=("mean_ratio", "mean")).reset_index().fillna({"best_val_top1_std": 0.0})
     evals = df.groupby(keys + ["seed"]).size().groupby(keys).mean().rename("evaluations_per_seed").reset_index()
-    out = out.merge(evals, on=keys)
+    order = {name: i for i, name in enumerate(study.config.joint.settings)}  # the preset's order, then the target
+    out = out.merge(evals, on=keys).sort_values(["setting", "target"], key=lambda c: c.map(order) if c.name ==
+                                                "setting" else c).reset_index(drop=True)
     note = ("Best feasible validation top-1 (%) of each setting's searches on the any-precision model, before "
             "fine-tuning; size budget: the target's fraction of the model at its trained bit-widths removed; GBOPs "
             "per image (MACs x weight bits x activation bits; full-precision layers 32 x 32); mean_bits, mean_ratio: "

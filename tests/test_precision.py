@@ -278,3 +278,18 @@ def test_any_precision_config_is_checked_and_left_out_of_old_keys():
     for kw in (dict(scheme="bnn"), dict(scheme="dorefa", compile=True), dict(scheme="dorefa", w_bits=4, a_bits=2)):
         with pytest.raises(Exception, match="bit_choices .* needs scheme = 'dorefa'"):
             TrainConfig(bit_choices=[1, 2], **kw)
+
+
+def test_joint_batches_run_concurrently_and_stay_within_budget():
+    """q = 2 candidates at a time in a caller's executor (the path Dask workers take): the second of a batch is
+    proposed with the first as a pending point, and every candidate travels to the objective as a Candidate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    toy = Toy()
+    cost = toy.cost()
+    cfg = SearchConfig(layers=toy.layers, space="joint", target=0.2, budget=10, n_init=4, q=2, raw_samples=64)
+    with ThreadPoolExecutor(2) as pool:
+        res = search_ratios(toy, cost, cfg, executor=pool, progress=False)
+    assert cfg.acquisition == "qlognei" and len(res.records) == 10
+    assert all(r["feasible"] and r["size"] <= 0.8 * cost.base * (1 + 1e-9) for r in res.records)
+    assert len({tuple(r["x"]) for r in res.records}) == 10  # no batch proposes the same candidate twice
