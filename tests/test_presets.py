@@ -35,6 +35,8 @@ def test_device_is_not_part_of_any_key(tmp_path):
 
 
 def check_study(cfg, root, data):
+    # the joint stage's code path with two of its settings (the smoke study runs all five): the suite's time
+    cfg = dataclasses.replace(cfg, joint=dataclasses.replace(cfg.joint, settings=["joint-bo", "2bit-bo"]))
     study.run_study(preset=cfg, root=root, data_root=data, progress=False)
     g = study.study_graph(cfg, root, data)
     assert all(s.state == "fresh" for s in g.report()), [s.line(root) for s in g.report() if s.state != "fresh"]
