@@ -125,12 +125,12 @@ def test_every_figure_and_table_exists(smoke_results):
         df = pd.read_csv(smoke_results / "tables" / f"{name}.csv")
         assert columns <= set(df.columns), (name, set(df.columns))
         assert len(df) > 0 and (smoke_results / "tables" / f"{name}.md").exists()
-    assert len(list((smoke_results / "notebooks").glob("*.ipynb"))) == 6
+    assert len(list((smoke_results / "notebooks").glob("*.ipynb"))) == 7
 
 
 def test_executed_notebooks_show_their_figures_inline(smoke_results):
     books = sorted((smoke_results / "notebooks").rglob("*.ipynb"))
-    assert len(books) == 9  # 6 results notebooks, 3 lessons
+    assert len(books) == 11  # 7 results notebooks, 4 lessons
     for nb_path in books:
         nb = nbformat.read(nb_path, as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -348,7 +348,7 @@ def test_a_lost_manifest_is_rebuilt_from_the_files_not_recomputed(copy_of, capsy
     damaged.write_bytes(bytes(raw))
     code, states, out = status(capsys, copy_of)
     assert code == 1 and set(states.values()) == {"missing", "in progress"} and "status --rebuild-manifest" in out
-    assert {i for i, s in states.items() if s == "in progress"} == {i for i in states if i.startswith("search/")} | \
+    assert {i for i, s in states.items() if s == "in progress"} == {i for i in states if i.startswith(("search/", "joint/"))} | \
         {"ablation"}  # resumable: their files hold finished work
     files = sorted(p for p in copy_of.rglob("*") if p.is_file())
     assert main(["study", "--preset", "smoke", "--results", str(copy_of)]) == 2
