@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test test-fast reproduce readme teach study status benchmark gpu-check clean
+.PHONY: help setup data browser test test-fast reproduce readme teach study status benchmark gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's|$$(STUDY_DIR)|$(STUDY_DIR)|g' \
@@ -39,7 +39,18 @@ data: ## make Fashion-MNIST available (Debian package dataset-fashion-mnist, whe
 		echo "Fashion-MNIST not found and apt-get is missing: copy the IDX files into data/fashion-mnist/"; \
 	fi
 
-test: setup ## run the test suite (installs what it needs first)
+browser: ## install Chromium and its driver for the JupyterLab browser test (apt-get, where it exists)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		true; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing Chromium and chromedriver with apt-get (for tests/test_browser.py)"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "Chromium not found and apt-get is missing: tests/test_browser.py will be skipped"; \
+	fi
+
+test: setup browser ## run the test suite (installs what it needs first)
 	$(PY) -m pytest -q
 
 test-fast: setup ## the test suite without the smoke study and notebooks
