@@ -55,6 +55,11 @@ report.read_table("pareto_front", smoke, results)
 # The hypervolume the front dominates, over candidates $0 \dots n-1$ in index order. The journal records a
 # hypervolume with each evaluation in the order evaluations *finished*, which the concurrent workers make vary from
 # run to run; in index order the curve is the same in every run (as the convergence curves of notebook 4).
+#
+# **The reference point** of every reported hypervolume (here, in lesson T2 and in the journals) is $(0\,\%, 0)$,
+# the worst value of both objectives: fixed, so every evaluation counts and two runs compare. The search's
+# acquisition measures improvement from just below the lowest accuracy observed instead (`qrepro.gp.ref_point`),
+# where the front is (docs/choices.md, *Search*).
 
 # %%
 from qrepro.gp import hypervolume

@@ -69,7 +69,7 @@ def test_lessons_have_objectives_equations_exercises_solutions_and_a_summary(sou
 
 def test_sources_pass_lint():
     solutions = sorted((NOTEBOOKS / "teaching" / "solutions").glob("*.py"))
-    for files, ignore in ((SOURCES, []), (solutions, ["--ignore", "F821"])):  # a solution uses its lesson's names
+    for files, ignore in ((SOURCES + [NOTEBOOKS / "index.py"], []), (solutions, ["--ignore", "F821"])):  # a solution uses its lesson's names
         run = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F,E9", "--output-format", "concise",
                               *ignore, *map(str, files)], capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -90,3 +90,16 @@ def test_committed_executed_copies_hold_no_machine_paths_reprs_or_stderr(path):
     for what, pattern in NOISE.items():
         found = pattern.search(text.replace("\\r", "\r"))
         assert not found, f"{path.name} holds {what}: {text[max(0, found.start() - 60):found.end() + 20]!r}"
+
+
+def test_the_index_lists_every_notebook_in_the_order_they_run_and_its_cell_runs(capsys):
+    """notebooks/index.py links every lesson and results notebook, each track in its run order, to files that
+    exist; its one code cell runs."""
+    index = NOTEBOOKS / "index.py"
+    links = re.findall(r"\]\(([^)]+\.py)\)", index.read_text())
+    assert links == [str(p.relative_to(NOTEBOOKS)) for p in LESSONS + [p for p in SOURCES if p not in LESSONS]]
+    nb = jupytext.read(index)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert len(code) == 1
+    exec(compile(code[0], str(index), "exec"), {})
+    assert "qrepro" in capsys.readouterr().out
