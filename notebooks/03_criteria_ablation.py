@@ -50,3 +50,28 @@ ax.set_ylabel("validation top-1 (%)")
 ax.set_title(f"after a short fine-tune at ratio {ft.ratio.iloc[0]}")
 sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="model")
 report.save_figure(fig, "ablation_finetune", results)
+
+# %% [markdown]
+# ## Per-layer sensitivity
+#
+# Each prunable layer pruned **alone** at each ratio (the search's criterion; every other layer unpruned), after the
+# same BatchNorm re-estimation: the points of validation top-1 lost against the unpruned model re-estimated the same
+# way. A layer that loses little can be pruned hard; a uniform ratio prunes every layer alike, which is what a
+# per-layer search can improve on. Each cell is one evaluation: where a row is not monotone in the ratio, the
+# difference lies within the noise of one evaluation (about a point; notebook 4).
+
+# %%
+sens = report.sensitivity_frame(smoke, results)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+for ax, kind in zip(axes, report.QUANT_KINDS):
+    s = sens[sens.model == kind]
+    unpruned = float(s[s.layer == "unpruned"].val_acc.iloc[0])
+    drop = (unpruned - s[s.layer != "unpruned"].pivot_table(index="layer", columns="ratio", values="val_acc",
+                                                               sort=False)).round(1) + 0.0  # no "-0.0"
+    sns.heatmap(drop, annot=True, fmt=".1f", cmap="rocket_r", vmin=0, ax=ax, cbar=ax is axes[-1],
+                cbar_kws={"label": "top-1 lost (points)"})
+    ax.set_title(f"{report.LABELS[kind]} (unpruned {unpruned:.1f} %)")
+    ax.set_xlabel("this layer's pruning ratio (the others 0)")
+    ax.set_ylabel("layer")
+fig.tight_layout()
+report.save_figure(fig, "layer_sensitivity", results)

@@ -77,6 +77,10 @@ def ablation_frame(preset=False, root=None) -> pd.DataFrame:
     return pd.read_csv(study_graph(preset, root).resolve("ablation"))
 
 
+def sensitivity_frame(preset=False, root=None) -> pd.DataFrame:
+    return pd.read_csv(study_graph(preset, root).resolve("sensitivity"))
+
+
 def search_frame(preset=False, root=None) -> pd.DataFrame:
     """Every evaluation of every search job, long format (one row per evaluation)."""
     return tables.search_frame(open_study(preset, root))

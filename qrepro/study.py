@@ -166,6 +166,10 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                          tuple(f"base/{k}" for k in QUANT_KINDS), _code(make_ablation), True, stage="ablation",
                          resumable=True, partial=".partial.jsonl"))
     s = cfg.search
+    arts.append(Artifact("sensitivity", "tables", "sensitivity", ".csv", make_sensitivity,
+                         {"models": list(QUANT_KINDS), "ratios": cfg.ablation.ratios, "criterion": s.criterion,
+                          "criterion_variant": variant(s.criterion), "evaluation": evaluation},
+                         tuple(f"base/{k}" for k in QUANT_KINDS), _code(make_sensitivity), True, stage="ablation"))
     for job in search_jobs(cfg):
         budget = s.pareto_budget if job.mode == "pareto" else s.budget
         crit = job.criterion_in(cfg)
@@ -324,6 +328,26 @@ def make_ablation(ctx: Study, art: Artifact, path: Path):
     df["unpruned_size_bytes"] = df["model"].map({k: model_size_bytes(m) for k, m in models.items()})
     write_text_atomic(path, df.to_csv(index=False))
     write_json_atomic(path.with_suffix(".meta.json"), {"config": art.config, "versions": environment_info()})
+
+
+def make_sensitivity(ctx: Study, art: Artifact, path: Path):
+    """Validation top-1 of each quantized base model with one prunable group pruned alone at each ratio (the
+    others unpruned; ratio 0: the model itself), after BatchNorm re-estimation: how much each layer tolerates."""
+    c = art.config
+    splits = ctx.splits()
+    rows = []
+    for kind in c["models"]:
+        model = ctx.base(kind)[0].to(ctx.device)
+        objective = make_objective(model, splits, ctx.config, c["criterion"])
+        layers = prunable_layers(model)
+        jobs = [(layers[0], 0.0)] + [(layer, r) for layer in layers for r in c["ratios"]]
+        for layer, ratio in tqdm(jobs, desc=f"sensitivity {kind}", disable=not ctx.progress):
+            with torch.enable_grad():
+                pruned = objective.prune({n: ratio if n == layer else 0.0 for n in layers})
+            rows.append({"model": kind, "layer": layer if ratio else "unpruned", "ratio": ratio,
+                         "val_acc": evaluate(pruned, objective.val)["acc"], "size_bytes": model_size_bytes(pruned)})
+    write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False))
+    write_json_atomic(path.with_suffix(".meta.json"), {"config": c, "versions": environment_info()})
 
 
 # --------------------------------------------------------------------------- stage 3: searches

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
-           "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances"]
+           "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances", "layer_sensitivity"]
 TABLES = {
     "filter_duplicates": {"layer", "filters", "exact_duplicates", "mean_nn_differing", "model"},
     "baselines": {"model", "test_top1", "params", "size_MB"},
@@ -398,7 +398,7 @@ def test_every_cell_of_a_lesson_gives_the_same_result_run_twice(lesson, smoke_re
         if cell.cell_type != "code":
             continue
         if "parameters" in cell.metadata.get("tags", []):  # run once, then the smoke values (as papermill does)
-            cell.source += f"\nsmoke, results, solutions = True, {str(smoke_results)!r}, False"
+            cell.source += f"\nsmoke, results, solutions, interactive = True, {str(smoke_results)!r}, False, False"
             cells.append(cell)
             continue
         cells += [cell, nbformat.v4.new_code_cell(cell.source)]
