@@ -54,10 +54,13 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
             cell.id = f"cell-{j}"
         source.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
         nbformat.write(source, out)
+        declared = "".join(c.source for c in source.cells if "parameters" in c.metadata.get("tags", []))
         try:  # the results folder relative to the notebook, so a copy holds no path of this machine
             parameters = {"smoke": smoke, "results": os.path.relpath(root, nb.parent)}
             if track == "teaching":
                 parameters["solutions"] = solutions
+                if "interactive" in declared:  # widgets need a live front end: a saved copy prints instead
+                    parameters["interactive"] = False
             pm.execute_notebook(str(out), str(out), parameters=parameters,
                                 kernel_name=kernel, cwd=str(nb.parent), progress_bar=False,
                                 execution_timeout=timeout, record_timing=False,

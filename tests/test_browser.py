@@ -1,6 +1,7 @@
 """A lesson opened in JupyterLab in a real browser (headless Chromium through Selenium), run all, saved, then
 edited and saved again, on a copy of the project: the first save leaves ``git status`` clean, the second changes
-only the edited line, every cell ran without an error and the figures rendered inline.
+only the edited line, every cell ran without an error, the figures rendered inline and the slider (ipywidgets)
+rendered.
 
 ``make test`` installs Chromium and its driver where apt-get exists (``make browser``); elsewhere this test is
 skipped with that instruction."""
@@ -110,6 +111,8 @@ def test_a_lesson_run_and_saved_in_jupyterlab_leaves_the_project_clean(tmp_path)
                                   "c.model.sharedModel.source.trim() && !c.model.executionCount).length")
         assert unrun == 0
         assert _notebook(driver, "return nb.content.node.querySelectorAll('.jp-RenderedImage img').length") >= 2
+        slider = _notebook(driver, "return nb.content.node.querySelectorAll('.widget-slider').length")
+        assert slider == 1, "the size slider (ipywidgets) did not render"
 
         assert _command(driver, "docmanager:save") == "ok"
         assert _git(repo, "status", "--porcelain") == "", "Run All and save changed the tracked files"

@@ -18,6 +18,7 @@
 smoke = False  # True: read the tiny smoke study's checkpoints (CI, or a loaded laptop)
 results = None  # results folder; None: results/
 solutions = False  # True: run every exercise's solution at the end (the tests do; Run All and make teach do not)
+interactive = True  # False: no slider (make teach and the tests: a saved copy shows the printed line instead)
 
 # %%
 from qrepro.notebooks import check_parameters
@@ -33,13 +34,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
+from ipywidgets import FloatSlider, interact
 
 from qrepro import report, study
 from qrepro.criteria import LayerView, pairwise_distances, select_filters
 from qrepro.export import save_packed
 from qrepro.prune import prunable_layers, prune, recalibrate_batchnorm
 from qrepro.quantize import binarize_weight, dorefa_weight
-from qrepro.size import MB, size_breakdown
+from qrepro.size import MB, model_size_bytes, size_breakdown
 from qrepro.train import evaluate
 
 _ = torch.manual_seed(0)
@@ -156,6 +158,22 @@ with tempfile.TemporaryDirectory() as tmp:
     packed = save_packed(Path(tmp) / "pruned.qrpk", pruned)
     print(f"packed file: {packed.stat().st_size / MB:.4f} MB on disk (1 bit per binary weight, plus a header)")
 after.groupby("kind")[["params", "bytes"]].sum().round(1)
+
+# %% [markdown]
+# With the kernel running in JupyterLab, move the slider to see how the size follows the ratio (every layer pruned
+# alike; BatchNorm, the stem and the head do not shrink, so the share removed grows more slowly than the ratio).
+
+# %%
+def size_at(ratio=ratio):
+    """The model pruned at ``ratio``: its size and the share of the unpruned size it removes."""
+    kept = model_size_bytes(prune(bnn, ratio, "redundancy"))
+    print(f"ratio {ratio:.2f}: {kept / MB:.4f} MB, {100 * (1 - kept / model_size_bytes(bnn)):.1f} % of the size removed")
+
+
+if interactive:
+    _ = interact(size_at, ratio=FloatSlider(value=ratio, min=0.0, max=0.9, step=0.05, description="ratio"))
+else:
+    size_at(ratio)
 
 # %% [markdown]
 # ## 4. Why BatchNorm must be re-estimated

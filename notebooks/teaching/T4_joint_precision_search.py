@@ -139,12 +139,13 @@ def feasible(x):
     return float(const[0] - coef[0] @ r) <= budget_bytes
 
 
-def random_feasible(n, seed, tries=200_000):
-    """n joint candidates: random bit-widths, uniform ratios, kept where they meet the budget."""
+def random_feasible(n, seed, allowed=choices, tries=200_000):
+    """n joint candidates: bit-widths drawn from ``allowed``, uniform ratios, kept where they meet the budget."""
+    grid = torch.tensor([choices.index(b) for b in allowed]) / 3
     g, out = torch.Generator().manual_seed(seed), []
     for _ in range(tries):
         x = torch.rand(2 * d, generator=g, dtype=torch.double)
-        x[d:] = torch.randint(4, (d,), generator=g) / 3
+        x[d:] = grid[torch.randint(len(grid), (d,), generator=g)]
         if feasible(x):
             out.append(x)
             if len(out) == n:
@@ -171,14 +172,15 @@ print(f"budget: {budget_bytes / 1024:.1f} KiB ({tau:.2%} of the 2-bit model's {c
 n_init = 4
 
 
-def joint_bo(n=budget, seed=1):
-    x = random_feasible(n_init, seed)
+def joint_bo(n=budget, seed=1, allowed=choices):
+    """``n`` evaluations: ``n_init`` random feasible candidates (bit-widths from ``allowed``), then guided ones."""
+    x = random_feasible(n_init, seed, allowed)
     y = torch.tensor([[evaluate(p)] for p in x], dtype=torch.double)
     for step in range(n - n_init):
         gp = SingleTaskGP(x, y, input_transform=Normalize(2 * d), outcome_transform=Standardize(1))
         fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
         acq = LogExpectedImprovement(gp, best_f=y.max())
-        raw = random_feasible(64, 100 + step)
+        raw = random_feasible(64, 100 + step, allowed)
         with torch.no_grad():
             starts = raw[acq(raw.unsqueeze(1)).topk(3).indices]
         best, best_value = None, -float("inf")

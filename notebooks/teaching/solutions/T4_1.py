@@ -26,20 +26,7 @@ def feasible(x):
     return ok
 
 
-def random_feasible(n, seed, tries=200_000):
-    """As in the lesson, with bit-widths drawn from 1 and 2 only (grid points 0 and 1/3)."""
-    g, out = torch.Generator().manual_seed(seed), []
-    for _ in range(tries):
-        x = torch.rand(2 * d, generator=g, dtype=torch.double)
-        x[d:] = torch.randint(2, (d,), generator=g) / 3
-        if feasible(x):
-            out.append(x)
-            if len(out) == n:
-                return torch.stack(out)
-    raise ValueError(f"found {len(out)} of {n} candidates within both budgets in {tries} draws: loosen a budget")
-
-
-x_bops, y_bops = joint_bo()
+x_bops, y_bops = joint_bo(allowed=(1, 2))  # random starts at 1 or 2 bits: few others fit
 r, b = decode(x_bops[int(y_bops.argmax())])
 print(f"best with both budgets: {float(y_bops.max()):.1f} % (size only: {float(y_bo.max()):.1f} %)")
 print(pd.DataFrame({"block": [n.replace(".conv1", "") for n in layers], "bits": b.int().tolist(),
