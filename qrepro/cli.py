@@ -227,7 +227,8 @@ def _cmd_teach(args) -> int:
     graph = study_graph("smoke" if args.smoke else "full", args.results)
     for id in graph.ids("base"):  # before any kernel starts: a missing or damaged checkpoint says how to rebuild
         graph.resolve(id)
-    run_notebooks(smoke=args.smoke, root=args.results, only=args.only, track="teaching")
+    # one at a time: T3 times inference, and each lesson's time is what a student sees alone
+    run_notebooks(smoke=args.smoke, root=args.results, only=args.only, track="teaching", jobs=1)
     return 0
 
 
@@ -259,7 +260,7 @@ def _cmd_reproduce(args) -> int:
     if cfg.name not in ("full", "smoke"):
         raise BadInput(f"the notebooks read the 'full' or the 'smoke' study, not {cfg.name!r}; "
                        "use --preset full or --smoke (status and study work with every preset)")
-    run_notebooks(smoke=cfg.name == "smoke", root=args.results, only=args.only)
+    run_notebooks(smoke=cfg.name == "smoke", root=args.results, only=args.only, jobs=args.jobs)
     return 0
 
 
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="check the cache (status), then execute the notebooks with papermill")
     _study_options(r)
     r.add_argument("--only", nargs="+", help="run only notebooks whose names contain these strings")
+    r.add_argument("--jobs", type=int, help="notebooks run at once (default: one per usable CPU core)")
     r.set_defaults(func=_cmd_reproduce)
 
     rd = sub.add_parser("readme", help="copy the study's tables into the README's <!-- table: NAME --> blocks")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from .cache import write_text_atomic
@@ -30,49 +31,75 @@ def notebook_paths(track: str = "results") -> list[Path]:
     return sorted(folder.glob(pattern))
 
 
-def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3",
-                  track: str = "results", solutions: bool = False) -> list[Path]:
-    """Execute the notebooks of ``track`` into ``<results>/notebooks/`` in order (``only``: those whose names
-    contain one of these strings); ``solutions``: the lessons also run every exercise's solution file."""
-    import jupytext
-    import nbformat
-    import papermill as pm
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the platform tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
+
+def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3",
+                  track: str = "results", solutions: bool = False, jobs: int | None = None) -> list[Path]:
+    """Execute the notebooks of ``track`` into ``<results>/notebooks/`` (``only``: those whose names contain one
+    of these strings); ``solutions``: the lessons also run every exercise's solution file.  ``jobs`` notebooks
+    run at once (default: one per usable core; they only read the cache, so their order does not matter);
+    the first failure stops the ones not yet started."""
     root = results_dir(root).resolve()
     out_dir = executed_notebooks_dir(root) / ("teaching" if track == "teaching" else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     books = [p for p in notebook_paths(track) if not only or any(o in p.name for o in only)]
     if not books:
         raise FileNotFoundError(f"no notebooks matched {only} in {NOTEBOOKS_DIR}")
-    written, start = [], time.time()
-    for i, nb in enumerate(books, 1):
-        t0 = time.time()
-        print(f"[{i}/{len(books)}] {nb.name} ...", end="", flush=True)
-        out = out_dir / f"{nb.stem}.ipynb"
-        source = jupytext.read(nb)
-        for j, cell in enumerate(source.cells):  # jupytext draws random ids: fixed ones keep the copies stable
-            cell.id = f"cell-{j}"
-        source.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
-        nbformat.write(source, out)
-        declared = "".join(c.source for c in source.cells if "parameters" in c.metadata.get("tags", []))
-        try:  # the results folder relative to the notebook, so a copy holds no path of this machine
-            parameters = {"smoke": smoke, "results": os.path.relpath(root, nb.parent)}
-            if track == "teaching":
-                parameters["solutions"] = solutions
-                if "interactive" in declared:  # widgets need a live front end: a saved copy prints instead
-                    parameters["interactive"] = False
-            pm.execute_notebook(str(out), str(out), parameters=parameters,
-                                kernel_name=kernel, cwd=str(nb.parent), progress_bar=False,
-                                execution_timeout=timeout, record_timing=False,
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice
-        except pm.PapermillExecutionError as err:
-            print(f" FAILED after {time.time() - t0:.0f} s", flush=True)
-            raise SystemExit(f"{nb.name} failed: {err.ename}: {err.evalue}\n(executed copy with the traceback: {out})")
-        drop_run_records(out)
-        print(f" {time.time() - t0:.0f} s", flush=True)
-        written.append(out)
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise BadInput(f"jobs must be a positive number of notebooks run at once, got {jobs!r}; e.g. --jobs 2")
+    jobs = min(jobs or usable_cores(), len(books))
+    start, failures = time.time(), []
+    print(f"{len(books)} notebooks, {jobs} at a time", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        running = {pool.submit(_run_one, nb, out_dir / f"{nb.stem}.ipynb", smoke, root, timeout, kernel, track,
+                               solutions): nb for nb in books}
+        for done, future in enumerate(as_completed(running), 1):
+            failure, seconds = future.result()
+            print(f"[{done}/{len(books)}] {running[future].name} {'FAILED after ' if failure else ''}{seconds:.0f} s",
+                  flush=True)
+            if failure and not failures:
+                for other in running:
+                    other.cancel()
+            if failure:
+                failures.append(failure)
+    if failures:
+        raise SystemExit(failures[0])
     print(f"all {len(books)} notebooks in {time.time() - start:.0f} s; executed copies in {out_dir}", file=sys.stderr)
-    return written
+    return [out_dir / f"{nb.stem}.ipynb" for nb in books]
+
+
+def _run_one(nb: Path, out: Path, smoke: bool, root: Path, timeout: int, kernel: str, track: str,
+             solutions: bool) -> tuple[str | None, float]:
+    """Execute one notebook into ``out``: (the failure's message or None, seconds)."""
+    import jupytext  # here, not at the top: papermill takes seconds to import, and every notebook imports this
+    import nbformat  # module for check_parameters
+    import papermill as pm
+
+    t0 = time.time()
+    source = jupytext.read(nb)
+    for j, cell in enumerate(source.cells):  # jupytext draws random ids: fixed ones keep the copies stable
+        cell.id = f"cell-{j}"
+    source.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
+    nbformat.write(source, out)
+    declared = "".join(c.source for c in source.cells if "parameters" in c.metadata.get("tags", []))
+    # the results folder relative to the notebook, so a copy holds no path of this machine
+    parameters = {"smoke": smoke, "results": os.path.relpath(root, nb.parent)}
+    if track == "teaching":
+        parameters["solutions"] = solutions
+        if "interactive" in declared:  # widgets need a live front end: a saved copy prints instead
+            parameters["interactive"] = False
+    try:
+        pm.execute_notebook(str(out), str(out), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
+                            progress_bar=False, execution_timeout=timeout, record_timing=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice
+    except pm.PapermillExecutionError as err:
+        return (f"{nb.name} failed: {err.ename}: {err.evalue}\n(executed copy with the traceback: {out})",
+                time.time() - t0)
+    drop_run_records(out)
+    return None, time.time() - t0
 
 
 def drop_run_records(path: Path):
