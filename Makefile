@@ -51,7 +51,7 @@ browser: ## install Chromium and its driver for the JupyterLab browser test (apt
 	fi
 
 test: setup browser ## run the test suite (installs what it needs first)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-fast: setup ## the test suite without the smoke study and notebooks
 	$(PY) -m pytest -q -m "not slow"
