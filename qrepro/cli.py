@@ -22,7 +22,7 @@ from .data import load_splits
 from .device import check_device_spelling, resolve_device
 from .distributed import explain_failure, launch_rank
 from .errors import BadInput, check_output_file
-from .notebooks import notebook_paths, run_notebooks
+from .notebooks import check_jobs, notebook_paths, run_notebooks
 from .objective import EvaluationSettings, PruneObjective
 from .paths import README_PATH
 from .precision import PrecisionCost
@@ -245,6 +245,7 @@ def _cmd_readme(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    check_jobs(args.jobs)  # before the status check: a bad option costs nothing
     names = [p.name for p in notebook_paths()]
     if args.only:
         bad = [o for o in args.only if not any(o in n for n in names)]

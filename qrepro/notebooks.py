@@ -36,6 +36,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_jobs(jobs: int | None) -> int | None:
+    """``jobs`` (notebooks run at once) if ``None`` or a positive integer; else one line saying so."""
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise BadInput(f"--jobs must be a positive number of notebooks run at once, got {jobs!r}; e.g. --jobs 2")
+    return jobs
+
+
 def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800, kernel: str = "python3",
                   track: str = "results", solutions: bool = False, jobs: int | None = None) -> list[Path]:
     """Execute the notebooks of ``track`` into ``<results>/notebooks/`` (``only``: those whose names contain one
@@ -48,9 +55,7 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
     books = [p for p in notebook_paths(track) if not only or any(o in p.name for o in only)]
     if not books:
         raise FileNotFoundError(f"no notebooks matched {only} in {NOTEBOOKS_DIR}")
-    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
-        raise BadInput(f"jobs must be a positive number of notebooks run at once, got {jobs!r}; e.g. --jobs 2")
-    jobs = min(jobs or usable_cores(), len(books))
+    jobs = min(check_jobs(jobs) or usable_cores(), len(books))
     start, failures = time.time(), []
     print(f"{len(books)} notebooks, {jobs} at a time", flush=True)
     with ThreadPoolExecutor(jobs) as pool:

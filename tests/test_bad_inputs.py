@@ -407,6 +407,7 @@ def test_cli_late_errors_now_come_first(capsys, tmp_path, ckpts):
     (["study", "--scheduler", "host:8786"], "--scheduler / --workers: scheduler: 'host:8786' is neither"),
     (["study", "--workers", "0", "--scheduler", "local"], "workers must be at least 1"),
     (["reproduce", "--only", "zzz"], "--only zzz: no notebook matches; notebooks: 01_quantizers.py"),
+    (["reproduce", "--jobs", "0"], "--jobs must be a positive number of notebooks run at once, got 0"),
     (["status", "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
     (["train"], "the following arguments are required: --out"),
 ])
