@@ -69,14 +69,15 @@ def trained():
     torch.manual_seed(0)
     splits = load_splits("synthetic", batch_size=32, seed=0, image_size=16)
     model = quantize_model(build_model("resnet20", in_channels=1, num_classes=splits.num_classes), "ternary")
-    train(model, splits, TrainConfig(dataset="synthetic", batch_size=32, epochs=1, optimizer="adam", lr=1e-3,
+    train(model, splits, TrainConfig(dataset="synthetic", batch_size=32, epochs=3, optimizer="adam", lr=1e-3,
                                      weight_decay=0.0), progress=False)
     return model, splits
 
 
 def test_a_ternary_resnet_trains_prunes_searches_exports_and_fuses(trained, tmp_path):
     model, splits = trained
-    assert evaluate(model, splits.val)["acc"] > 100 / splits.num_classes  # it learned something
+    # it learned something: 3 epochs reach about 70 % on 1 or 2 threads (1 epoch stays near chance, 25 %)
+    assert evaluate(model, splits.val)["acc"] > 100 / splits.num_classes + 20
     # size: 2 bits per quantized weight, 32 per scale, per float weight and bias, 2 x 32 per BatchNorm channel
     by_hand = 0
     for name, m in model.named_modules():
