@@ -1,10 +1,13 @@
 """Model-size accounting against METHOD.md's reference values and hand counts."""
 import pytest
+import torch
 import torch.nn as nn
 
 from qrepro.models import resnet18, resnet20
+from qrepro.prune import layer_view, prune_groups
 from qrepro.quantize import quantize_model
 from qrepro.size import MB, SizeConvention, model_size_bytes, size_breakdown
+from qrepro.tables import duplicate_table
 
 # ResNet-18's quantized convolutions (all but the stem) hold 4,736 filters; a per-filter
 # scale is 4 bytes.  METHOD.md's reference sizes (3.32 / 3.36 MB) leave the scales out (they
@@ -46,3 +49,27 @@ def test_full_precision_size_is_32_bits_per_parameter():
     m = resnet20()
     n = sum(p.numel() for p in m.parameters())
     assert model_size_bytes(m) == 4 * n  # BN counts gamma and beta: exactly its parameters
+
+
+@pytest.mark.parametrize("scheme", ["bnn", "dorefa"])
+def test_duplicate_table_counts_what_comparing_every_pair_of_codes_counts(scheme):
+    """The filter-duplicates table (equal codes counted by matrix products) against the direct (N, N, length)
+    comparison, with duplicates planted: one exact copy and one copy with a tenth of its codes changed."""
+    torch.manual_seed(0)
+    bits = 2 if scheme == "dorefa" else None
+    model = quantize_model(resnet20(num_classes=10, in_channels=1), scheme, w_bits=bits, a_bits=bits)
+    w = model.layer1[0].conv1.weight.data
+    w[1] = w[0]
+    w[3] = w[2]
+    w[3].view(-1)[: w[3].numel() // 10] *= -1
+    table = duplicate_table(model).set_index("layer")
+    for name, g in prune_groups(model, "block").items():
+        c = layer_view(model, g).codes
+        differ = (c[:, None, :] != c[None, :, :]).double().mean(-1)
+        differ.fill_diagonal_(float("inf"))
+        nn = differ.min(1).values
+        row = table.loc[name]
+        assert row.exact_duplicates == int((nn == 0).sum())
+        assert row["near_duplicates(<=0.25)"] == int((nn <= 0.25).sum())
+        assert row.mean_nn_differing == float(nn.mean())
+    assert table.loc[next(iter(prune_groups(model, "block")))].exact_duplicates >= 2
