@@ -26,7 +26,7 @@ else:
 # %% [markdown]
 # ## The lessons (`teaching/`): run them live, in this order
 #
-# Each runs on 2 quiet CPU cores in the time given (`make teach`; on a loaded laptop, the switch in its parameters
+# Each runs on 2 quiet CPU cores in the time given (`make teach`, 2026-12-04; on a loaded laptop, the switch in its parameters
 # cell makes it shorter). Each opens with learning objectives, states the method in equations, and ends with
 # exercises, a summary, prerequisites and references. Solutions are files in `teaching/solutions/`, never run by
 # *Run All*: `%load solutions/T1_1.py` in a new cell shows one.
@@ -34,16 +34,16 @@ else:
 # | order | lesson | teaches | time | prerequisites |
 # |---|---|---|---|---|
 # | 1 | [T1_pruning_quantized_filters](teaching/T1_pruning_quantized_filters.py) | XNOR and DoReFa quantizers and the straight-through estimator; the redundancy criterion against `bn_scale` and `l1`; physical filter removal and the size formula; BatchNorm re-estimation | 15 s | PyTorch, convolutions |
-# | 2 | [T2_bayesian_search](teaching/T2_bayesian_search.py) | the search as a problem with a linear size constraint; the GP surrogate and expected improvement drawn as the loop proceeds; noisy evaluations; BO against random search over paired trials, with an interval | 70 s (`trials = 1`: 30 s) | T1; Gaussian distributions |
+# | 2 | [T2_bayesian_search](teaching/T2_bayesian_search.py) | the search as a problem with a linear size constraint; the GP surrogate and expected improvement drawn as the loop proceeds; noisy evaluations; BO against random search over paired trials, with an interval | 65 s (`trials = 1`: 30 s) | T1; Gaussian distributions |
 # | 3 | [T3_fast_pruned_inference](teaching/T3_fast_pruned_inference.py) | folding BatchNorm and the scales into the convolution; DoReFa's levels as integers; what pruning saves in time against MACs | 30 s | T1 |
-# | 4 | [T4_joint_precision_search](teaching/T4_joint_precision_search.py) | size and bit-operations at mixed precision, by hand; why the budget is linear in the ratios once the bits are fixed; a joint BO loop over bit-widths and ratios against random search | 40 s | T1, T2 |
+# | 4 | [T4_joint_precision_search](teaching/T4_joint_precision_search.py) | size and bit-operations at mixed precision, by hand; why the budget is linear in the ratios once the bits are fixed; a joint BO loop over bit-widths and ratios against random search | 35 s | T1, T2 |
 #
 # **A 90-minute lab**: T1 (30 min), results notebook 1 (10 min), T2 (30 min), results notebooks 3 and 4 to see the
 # same at the study's scale (20 min).
 #
 # ## The results notebooks: read the study's artifacts, in this order
 #
-# They only read what `make study` computed (`results/`); `make reproduce` runs all seven in about two minutes.
+# They only read what `make study` computed (`results/`); `make reproduce` runs all seven in under 80 s on 2 cores.
 #
 # | order | notebook | shows |
 # |---|---|---|
