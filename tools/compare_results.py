@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from the source tree
 
-from qrepro.export import load_packed  # noqa: E402
+from qrepro.export import load_packed
 
 # wall times and what follows from them (throughput; a packed file's header records its seconds, so its
 # size moves by a few bytes), and records of where and when
@@ -36,7 +37,7 @@ def _clean(obj):
         return {k: _clean(v) for k, v in obj.items() if k not in VOLATILE}
     if isinstance(obj, list):
         return [_clean(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and math.isnan(obj):
         return "nan"  # NaN equals NaN here: an empty cell is the same empty cell
     return obj
 

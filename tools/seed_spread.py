@@ -23,8 +23,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from the source tree
 
-from qrepro.study import study_graph  # noqa: E402
-from qrepro.tables import markdown_table  # noqa: E402
+from qrepro.study import study_graph
+from qrepro.tables import markdown_table
 
 
 def seeds_needed(spread: float, half_width: float, most: int = 200) -> int | None:
