@@ -389,8 +389,8 @@ def test_a_killed_ablation_is_in_progress_and_resumes_to_the_same_table(copy_of,
 @pytest.mark.parametrize("lesson", ["T1_pruning_quantized_filters"])
 def test_every_cell_of_a_lesson_gives_the_same_result_run_twice(lesson, smoke_results):
     """Each code cell runs twice in a row in one kernel (a student's Shift-Enter, twice): its outputs,
-    figures included, are the same both times.  T1 only, for the suite's time (T2 passed too, run by hand
-    on the smoke study: 45 s more); T3's cells print timings."""
+    figures included, are the same both times.  T1 only, for the suite's time (T2, after its rewrite with
+    paired trials, and T4 passed too, parametrized here by hand); T3's cells print timings."""
     source = REPO / "notebooks" / "teaching" / f"{lesson}.py"
     nb = jupytext.read(source)
     cells = []
