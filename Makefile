@@ -28,27 +28,25 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP) data ## create .venv with the pinned packages and make Fashion-MNIST available (idempotent)
 
-data: ## make Fashion-MNIST available (Debian package dataset-fashion-mnist, where apt-get exists)
-	@if [ -f data/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f $(FASHION_DEBIAN)/train-images-idx3-ubyte.gz ]; then \
+# $(call apt_install,CHECK,PACKAGES,WHY,OTHERWISE): unless the shell test CHECK holds, install PACKAGES with apt-get
+# (sudo unless root), or print OTHERWISE where apt-get is missing
+define apt_install
+	@if $(1); then \
 		true; \
 	elif command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "installing Fashion-MNIST with apt-get (dataset-fashion-mnist)"; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+		echo "installing $(2) with apt-get ($(3))"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(2) >/dev/null; \
 	else \
-		echo "Fashion-MNIST not found and apt-get is missing: copy the IDX files into data/fashion-mnist/"; \
+		echo "$(4)"; \
 	fi
+endef
+
+data: ## make Fashion-MNIST available (Debian package dataset-fashion-mnist, where apt-get exists)
+	$(call apt_install,[ -f data/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f $(FASHION_DEBIAN)/train-images-idx3-ubyte.gz ],dataset-fashion-mnist,Fashion-MNIST,Fashion-MNIST not found and apt-get is missing: copy the IDX files into data/fashion-mnist/)
 
 browser: ## install Chromium and its driver for the JupyterLab browser test (apt-get, where it exists)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
-		true; \
-	elif command -v apt-get >/dev/null; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		echo "installing Chromium and chromedriver with apt-get (for tests/test_browser.py)"; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else \
-		echo "Chromium not found and apt-get is missing: tests/test_browser.py will be skipped"; \
-	fi
+	$(call apt_install,command -v chromium >/dev/null && command -v chromedriver >/dev/null,chromium chromium-driver,for tests/test_browser.py,Chromium not found and apt-get is missing: tests/test_browser.py will be skipped)
 
 test: setup browser ## run the test suite (installs what it needs first)
 	$(PY) -m pytest -q -n auto --dist loadfile

@@ -340,10 +340,9 @@ def make_sensitivity(ctx: Study, art: Artifact, path: Path):
         model = ctx.base(kind)[0].to(ctx.device)
         objective = make_objective(model, splits, ctx.config, c["criterion"])
         layers = prunable_layers(model)
-        jobs = [(layers[0], 0.0)] + [(layer, r) for layer in layers for r in c["ratios"]]
+        jobs = [(None, 0.0)] + [(layer, r) for layer in layers for r in c["ratios"]]
         for layer, ratio in tqdm(jobs, desc=f"sensitivity {kind}", disable=not ctx.progress):
-            with torch.enable_grad():
-                pruned = objective.prune({n: ratio if n == layer else 0.0 for n in layers})
+            pruned = objective.prune({n: ratio if n == layer else 0.0 for n in layers})
             rows.append({"model": kind, "layer": layer if ratio else "unpruned", "ratio": ratio,
                          "val_acc": evaluate(pruned, objective.val)["acc"], "size_bytes": model_size_bytes(pruned)})
     write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False))

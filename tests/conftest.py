@@ -3,10 +3,11 @@ import os
 import pytest
 import torch
 
+from qrepro.notebooks import usable_cores
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # make test runs one worker per core: share the cores among them
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    _threads = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _threads = str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     os.environ.setdefault("OMP_NUM_THREADS", _threads)  # kernels, torchrun and Dask workers the tests start
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

@@ -13,7 +13,6 @@ for ``s`` and for larger spreads, since two seeds per cell say little about ``s`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from the source tree
 
-from qrepro.study import study_graph
+from qrepro.report import read_json
 from qrepro.tables import markdown_table
 
 
@@ -36,7 +35,7 @@ def seeds_needed(spread: float, half_width: float, most: int = 200) -> int | Non
 
 
 def paired_differences(results) -> pd.DataFrame:
-    metrics = json.loads(study_graph("full", results).resolve("test_metrics").read_text())
+    metrics = read_json("test_metrics", "full", results)
     rows = [{**{k: v["job"][k] for k in ("model", "method", "target", "seed")}, "criterion": v["job"].get("criterion"),
              "test": v["test_acc"]} for v in metrics["final"].values()]
     df = pd.DataFrame(rows)
