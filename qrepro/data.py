@@ -97,15 +97,15 @@ class TensorLoader:
         out.seed = seed
         return out
 
-    def subset(self, n_images: int | None = None, **options) -> "TensorLoader":
-        """A loader over the first ``n_images`` (all if None) with the same normalization and
-        augmentation settings; ``options`` override batch_size, shuffle, augment, seed, ..."""
-        n = len(self.labels) if n_images is None else min(n_images, len(self.labels))
+    def subset(self, n_images: int | None = None, skip: int = 0, **options) -> "TensorLoader":
+        """A loader over ``n_images`` (all if None) after the first ``skip``, with the same normalization
+        and augmentation settings; ``options`` override batch_size, shuffle, augment, seed, ..."""
+        rows = slice(skip, None if n_images is None else skip + n_images)
         kw = dict(batch_size=self.batch_size, shuffle=False, augment=False, pad=self.pad, flip=self.flip,
                   mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()),
                   seed=self.seed)
         # copies, not views: a view would pickle (to a Dask worker) the whole dataset it is cut from
-        return TensorLoader(self.images[:n].clone(), self.labels[:n].clone(), **{**kw, **options}).to(self.device)
+        return TensorLoader(self.images[rows].clone(), self.labels[rows].clone(), **{**kw, **options}).to(self.device)
 
     def shard(self, rank: int, world: int) -> "TensorLoader":
         """The same loader serving process ``rank`` of ``world`` its contiguous part of every batch
@@ -216,17 +216,18 @@ def loader_size(loader) -> int:
 
 
 def subset_loader(loader, n_images: int | None = None, batch_size: int | None = None, shuffle: bool = False,
-                  augment: bool = False, seed: int = 0):
-    """A loader over the first ``n_images`` of ``loader``'s data, in a fixed order (or a seeded
-    shuffle): the in-memory loader's :meth:`TensorLoader.subset`, or a ``DataLoader`` over a
-    ``Subset`` of the same dataset and transforms (``augment`` is the dataset's to decide there)."""
+                  augment: bool = False, seed: int = 0, skip: int = 0):
+    """A loader over ``n_images`` of ``loader``'s data (all if None) after its first ``skip``, in a fixed
+    order (or a seeded shuffle): the in-memory loader's :meth:`TensorLoader.subset`, or a ``DataLoader``
+    over a ``Subset`` of the same dataset and transforms (``augment`` is the dataset's to decide there)."""
     if isinstance(loader, TensorLoader):
-        return loader.subset(n_images, batch_size=batch_size or loader.batch_size, shuffle=shuffle,
+        return loader.subset(n_images, skip, batch_size=batch_size or loader.batch_size, shuffle=shuffle,
                              augment=augment, seed=seed)
 
-    n = len(loader.dataset) if n_images is None else min(n_images, len(loader.dataset))
+    total = len(loader.dataset)
+    stop = total if n_images is None else min(skip + n_images, total)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(Subset(loader.dataset, range(n)), batch_size=batch_size or loader.batch_size, shuffle=shuffle,
+    return DataLoader(Subset(loader.dataset, range(min(skip, total), stop)), batch_size=batch_size or loader.batch_size, shuffle=shuffle,
                       generator=g if shuffle else None, num_workers=loader.num_workers,
                       pin_memory=torch.cuda.is_available())
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-from .prune import PruneError, apply_kept, n_keep, prune_groups
+from .prune import apply_kept, check_layers, n_keep, prune_groups
 from .quantize import FULL_PRECISION_BITS, QuantizationError, is_quantized
 from .size import DEFAULT_CONVENTION, SizeConvention, model_size_bytes
 
@@ -126,19 +127,13 @@ class PrecisionCost:
     rest_per_filter: dict[str, float]
     base: float = 0.0
     bops_base: float = 0.0
-    choices: list[int] = field(default_factory=lambda: list(BIT_CHOICES))
 
     @classmethod
     def from_model(cls, model: nn.Module, input_shape: Sequence[int], layers: Sequence[str] | None = None,
-                   mode: str = "block", convention: SizeConvention = DEFAULT_CONVENTION,
-                   choices: Sequence[int] = BIT_CHOICES) -> "PrecisionCost":
+                   mode: str = "block", convention: SizeConvention = DEFAULT_CONVENTION) -> "PrecisionCost":
         """Measure ``model`` (inputs of ``input_shape``, e.g. ``(1, 28, 28)``: one forward for the MACs)."""
         groups = prune_groups(model, mode)
-        layers = list(layers or groups)
-        unknown = [n for n in layers if n not in groups]
-        if unknown:
-            raise PruneError(f"layers {', '.join(map(repr, unknown))} are not prunable layers of this model; its "
-                             f"prunable layers: {', '.join(groups)}")
+        layers = check_layers(groups, layers)
         units = bit_units(model, layers, mode)
         unit_of = {n: i for i, u in enumerate(layers) for n in units[u]}
         macs = _macs(model, input_shape)
@@ -165,30 +160,43 @@ class PrecisionCost:
         for g in layers:
             kept = {g: list(range(groups[g].channels - 1))}
             per[g] = rest - rest_of(apply_kept(copy.deepcopy(model), kept, mode, "recompute", groups))
-        cost = cls(layers, {g: groups[g].channels for g in layers}, units, terms, rest, per, choices=list(choices))
+        cost = cls(layers, {g: groups[g].channels for g in layers}, units, terms, rest, per)
         current = [[t["w_bits"] for t in terms if t["unit"] == i] for i in range(len(layers))]
         if any(len(set(c)) > 1 for c in current):
             raise QuantizationError("the layers of one unit have different bit-widths; measure the model at one "
                                     "bit-width per unit (set_bits)")
-        now = torch.tensor([[c[0] if c else choices[0] for c in current]], dtype=torch.double)
+        now = torch.tensor([[c[0] if c else 0 for c in current]], dtype=torch.double)  # a unit of no layer costs 0
         zero = torch.zeros(1, len(layers), dtype=torch.double)
         cost.base, cost.bops_base = float(cost.size(now, zero)), float(cost.bops(now, zero))
         return cost
 
     # ------------------------------------------------------------------ per-term coefficients
+    @functools.cached_property
+    def _term_tensors(self) -> dict[str, torch.Tensor]:
+        """The per-layer fields of ``terms`` as tensors (computed once: every batch of candidates reuses them),
+        and the incidence of layers on searched groups: ``one`` where a layer touches one group, ``two`` where
+        it writes one and reads another."""
+        t = self.terms
+        one = torch.zeros(len(self.layers), len(t), dtype=torch.double)
+        two = torch.zeros_like(one)
+        for j, term in enumerate(t):
+            for g in term["groups"]:
+                (one if len(term["groups"]) == 1 else two)[g, j] = 1.0
+        col = lambda key: torch.tensor([float(x[key]) for x in t], dtype=torch.double)  # noqa: E731
+        unit = torch.tensor([x["unit"] for x in t], dtype=torch.long)
+        return {"unit": unit, "searched": unit >= 0, "follows": torch.tensor([bool(x["follows"]) for x in t]),
+                "params": col("params"), "macs": col("macs"), "w_bits": col("w_bits"), "a_bits": col("a_bits"),
+                "one": one, "two": two}
+
     def _coefficients(self, bits: torch.Tensor, what: str) -> torch.Tensor:
         """``(n, J)``: bytes (``"size"``) or BOPs (``"bops"``) of each layer, unpruned, at unit bit-widths ``bits``
         ``(n, d)``."""
-        n = bits.shape[0]
-        cols = []
-        for t in self.terms:
-            wb = bits[:, t["unit"]] if t["unit"] >= 0 else torch.full((n,), float(t["w_bits"]), dtype=bits.dtype)
-            if what == "size":
-                cols.append(wb * t["params"] / 8)
-            else:
-                ab = wb if t["unit"] >= 0 and t["follows"] else torch.full_like(wb, float(t["a_bits"]))
-                cols.append(wb * ab * t["macs"])
-        return torch.stack(cols, 1)
+        t = self._term_tensors
+        wb = torch.where(t["searched"], bits[:, t["unit"].clamp(min=0)], t["w_bits"])
+        if what == "size":
+            return wb * t["params"] / 8
+        ab = torch.where(t["searched"] & t["follows"], wb, t["a_bits"])
+        return wb * ab * t["macs"]
 
     def _kept(self, ratios: torch.Tensor, exact: bool) -> torch.Tensor:
         """``(n, J)`` kept fraction of each layer's weights at ``ratios`` ``(n, d)``."""
@@ -228,11 +236,8 @@ class PrecisionCost:
     def _bound_matrix(self, r_max: float) -> torch.Tensor:
         """``A`` ``(d, J)``: for ratios up to ``r_max``, a layer's kept fraction is at most ``1 - (r @ A)_j``
         (``(1 - a)(1 - b) <= 1 - (1 - r_max / 2)(a + b)``, as in :meth:`qrepro.size.SizeModel.weights`)."""
-        a = torch.zeros(len(self.layers), len(self.terms), dtype=torch.double)
-        for j, t in enumerate(self.terms):
-            for g in t["groups"]:
-                a[g, j] = 1.0 if len(t["groups"]) == 1 else 1 - r_max / 2
-        return a
+        t = self._term_tensors
+        return t["one"] + (1 - r_max / 2) * t["two"]
 
     def linear(self, bits: torch.Tensor, what: str, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(const (n,), coef (n, d))`` with ``size`` (or ``bops``) ``<= const - coef @ r`` for every ``r`` in

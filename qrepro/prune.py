@@ -72,6 +72,16 @@ def prunable_layers(model: nn.Module, mode: str = "block") -> list[str]:
     return list(prune_groups(model, mode))
 
 
+def check_layers(groups: Mapping[str, ChannelGroup], layers) -> list[str]:
+    """``layers`` (every group of ``groups`` when None or empty), each checked to be one of them."""
+    layers = list(layers or groups)
+    unknown = [n for n in layers if n not in groups]
+    if unknown:
+        raise PruneError(f"layers {', '.join(map(repr, unknown))} are not prunable layers of this model; its "
+                         f"prunable layers: {', '.join(groups)}")
+    return layers
+
+
 def n_keep(channels: int, ratio: float) -> int:
     """Filters kept when pruning ``ratio`` of ``channels``: ``max(1, floor((1 - r) N))``."""
     return max(1, math.floor((1.0 - ratio) * channels + 1e-9))

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .prune import PruneError, apply_kept, n_keep, prune_groups
+from .prune import apply_kept, check_layers, n_keep, prune_groups
 from .quantize import is_quantized
 
 MB = 2**20
@@ -123,11 +123,7 @@ class SizeModel:
         and of each pair that shares weights."""
         convention = convention or DEFAULT_CONVENTION
         groups = prune_groups(model, mode)
-        layers = list(layers or groups)
-        unknown = [n for n in layers if n not in groups]
-        if unknown:
-            raise PruneError(f"layers {', '.join(map(repr, unknown))} are not prunable layers of this model; its "
-                             f"prunable layers: {', '.join(groups)}")
+        layers = check_layers(groups, layers)
         base = model_size_bytes(model, convention)
 
         def without_one(*names):

@@ -69,7 +69,11 @@ NOT_KEYED = {"artifacts": "the graph's bookkeeping: keys, paths, status, the man
              "errors": "error classes and input checks",
              "paths": "where files live"}
 # and per maker, modules its imports reach that it never runs
-BASE_NOT_KEYED = {"criteria": "imported by prune; training never selects filters"}
+BASE_NOT_KEYED = {"criteria": "imported by prune; training never selects filters",
+                  "config": "the preset's reader: what a base model takes from it is in its config and data identity",
+                  **dict.fromkeys(("search", "gp", "space", "acquisition", "likelihood", "objective", "journal",
+                                   "cluster", "lock"),
+                                  "the searches' code, reached through the study's settings; training never searches")}
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery", "precision_sweep",
           "joint_summary")

@@ -33,6 +33,7 @@ def test_a_change_on_every_artifacts_path_restales_every_artifact(monkeypatch, t
 def test_a_change_in_the_search_restales_searches_and_what_reads_them_not_base_models(monkeypatch, tmp_path):
     changed = _key_changes(monkeypatch, tmp_path, "gp")
     assert any(i.startswith("search/") for i in changed) and "gp_slice" in changed
+    assert not any(i.startswith("base/") for i in changed)  # study.BASE_NOT_KEYED
     ids = study.study_graph("smoke", tmp_path).ids()
     assert {i for i in ids if i.startswith(("search/", "final/"))} <= changed
 

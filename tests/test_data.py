@@ -138,3 +138,16 @@ def test_training_draws_its_batches_from_the_config_seed():
                                    std=tuple(t.std.flatten().tolist()), seed=seed, drop_last=t.drop_last)
         expected = [x for (x, _), _ in zip(reference, range(3))]
         assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, expected)), seed
+
+
+def test_subset_loader_takes_the_images_after_skip_in_both_loaders():
+    """Selection images are the validation images after the search's: rows [skip, skip + n) of the data, in
+    order, from the in-memory loader and from a DataLoader over a dataset alike."""
+    images = torch.arange(10 * 4, dtype=torch.float).reshape(10, 1, 2, 2)
+    labels = torch.arange(10)
+    tensor = D.TensorLoader(images, labels, batch_size=3, mean=(0.0,), std=(1.0,))
+    dataset = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=3)
+    for loader in (tensor, dataset):
+        for skip, n, rows in ((0, 4, [0, 1, 2, 3]), (4, 3, [4, 5, 6]), (4, None, [4, 5, 6, 7, 8, 9]), (8, 5, [8, 9])):
+            got = torch.cat([y for _, y in D.subset_loader(loader, n, skip=skip)]).tolist()
+            assert got == rows, (type(loader).__name__, skip, n)

@@ -5,13 +5,12 @@ import itertools
 
 import pytest
 import torch
-import torch.nn as nn
 
 from qrepro.criteria import CRITERIA, LayerView, pairwise_distances, select_filters
 from qrepro.export import load_packed, save_packed
 from qrepro.models import build_model
-from qrepro.prune import n_keep, prunable_layers, prune, prune_groups, recalibrate_batchnorm
-from qrepro.quantize import is_quantized, quantize_model
+from qrepro.prune import n_keep, prunable_layers, prune, recalibrate_batchnorm
+from qrepro.quantize import quantize_model
 from qrepro.size import model_size_bytes
 
 from networks import masked_reference, randomize_bn
