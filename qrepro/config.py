@@ -169,6 +169,60 @@ class FinalSettings:
             raise ValueError(f"recovery_epochs must be positive, got {self.recovery_epochs}")
 
 
+TRIAL_METHODS = ("bo", "random", "uniform", "unpruned")  # uniform: at the BO pick's size; unpruned: the base model
+
+
+@dataclass
+class TrialArms:
+    """One set of paired trials (``[[trials.arms]]``): every model x target x method x criterion x fine-tuning
+    length x seed.  Seed ``s`` draws search ``s`` and fine-tune ``s``, so arms that differ in one factor pair up."""
+
+    models: list[str] = field(default_factory=lambda: list(QUANT_KINDS))
+    targets: list[float] = field(default_factory=lambda: [0.2612])
+    methods: list[str] = field(default_factory=lambda: ["bo", "uniform", "unpruned"])
+    criteria: list[str] = field(default_factory=list)  # BO with these criteria; empty: the study's search.criterion
+    epochs: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+
+    def __post_init__(self):
+        check_names(self.models, QUANT_KINDS, "trials.arms.models")
+        check_names(self.methods, TRIAL_METHODS, "trials.arms.methods")
+        check_names(self.criteria, list(VARIANTS), "trials.arms.criteria")
+        if not (self.seeds and self.models and self.methods and self.targets and self.epochs):
+            raise ValueError("trials.arms: models, targets, methods, epochs and seeds must each list at least one value")
+        if not all(0 < t < 1 for t in self.targets) or not all(e > 0 for e in self.epochs):
+            raise ValueError(f"trials.arms: targets must be in (0, 1) and epochs positive, got {self.targets}, "
+                             f"{self.epochs}")
+
+
+@dataclass
+class TrialSettings:
+    """Study v2's paired trials (``[trials]``): each arm's pick is chosen among its search's ``select_top`` best
+    candidates on ``selection_images`` validation images no search saw (those after ``evaluation.val_images``;
+    None: all the rest), then fine-tuned for ``epochs`` (Adam, cosine, ``lr``) and scored on the test set.
+    ``ranked``: for how well the search's objective predicts the fine-tuned accuracy, that many candidates of
+    one search (``ranked_model``, ``ranked_target``, seed ``ranked_seed``), evenly spread over its ranking,
+    each fine-tuned for the first arm length."""
+
+    lr: float = 1e-3
+    select_top: int = 5
+    selection_images: int | None = None
+    arms: list[TrialArms] = field(default_factory=list)
+    ranked: int = 0
+    ranked_model: str = "bnn"
+    ranked_target: float = 0.5
+    ranked_seed: int = 0
+
+    def __post_init__(self):
+        if not self.lr > 0 or self.select_top < 1 or self.ranked < 0 or self.ranked == 1:
+            raise ValueError("trials: lr must be positive, select_top at least 1 and ranked 0 or at least 2")
+        if self.selection_images is not None and self.selection_images < 1:
+            raise ValueError(f"trials.selection_images must be at least 1 (or left out), got {self.selection_images}")
+        check_names([self.ranked_model], QUANT_KINDS, "trials.ranked_model")
+        if not self.arms:
+            raise ValueError("trials: list at least one [[trials.arms]] table")
+
+
 @dataclass
 class StudyConfig:
     """A whole study (``qrepro/presets/<name>.toml``).  ``base.<kind>`` holds the
@@ -191,6 +245,7 @@ class StudyConfig:
     search: SearchSettings = field(default_factory=SearchSettings)
     final: FinalSettings = field(default_factory=FinalSettings)
     joint: JointSettings | None = None  # the joint bit-width / pruning stage; None: none
+    trials: TrialSettings | None = None  # Study v2's paired trials; None: none
 
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) or ".." in self.name:
@@ -225,7 +280,7 @@ class StudyConfig:
             t = self.search.compare_target
             missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),
                                                                      ("final", self.final.targets))
-                       for k in QUANT_KINDS if t not in targets.get(k, [])]
+                       for k in QUANT_KINDS if t not in targets.get(k, []) and (what == "search" or any(targets.values()))]
             if missing:
                 raise ValueError(f"search.compare_target {t} must be one of the targets of {', '.join(missing)}")
 
@@ -274,7 +329,9 @@ class StudyConfig:
         return dataclasses.replace(
             self, name=f"{self.name}-limit{limit}", limit=limit, overrides=[*self.overrides, "--limit", str(limit)], val_size=min(self.val_size, max(limit // 2, 16)),
             image_size=image_size if self.dataset == "imagenet" else None, loader_workers=0, base=base,
-            evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images or 64, 64)),
+            # of the limit // 10 validation images, the first half at most for the searches, the rest for the trials
+            evaluation=EvaluationSettings(bn_batches=1, val_images=min(self.evaluation.val_images or 64, 64,
+                                                                        max(limit // 20, 4))),
             ablation=dataclasses.replace(self.ablation, criteria=self.ablation.criteria[:2], ratios=[0.5],
                                          random_seeds=[0], finetune_steps=2),
             search=dataclasses.replace(self.search, targets=first, seeds=self.search.seeds[:1], budget=4, n_init=2,
@@ -283,7 +340,19 @@ class StudyConfig:
                                       recovery_epochs=[0.05] if self.final.recovery_epochs else [],
                                       targets={k: v[:1] for k, v in self.final.targets.items()}),
             joint=dataclasses.replace(self.joint, targets=self.joint.targets[:1], seeds=self.joint.seeds[:1], budget=4,
-                                      n_init=2, sweep_bits=self.joint.sweep_bits[:2]) if self.joint else None)
+                                      n_init=2, sweep_bits=self.joint.sweep_bits[:2]) if self.joint else None,
+            trials=self._shrunk_trials(first) if self.trials else None)
+
+    def _shrunk_trials(self, targets: dict[str, list[float]]) -> TrialSettings:
+        """The first arm set at the searches' first target and seed, fine-tuned briefly; two ranked candidates."""
+        t = self.trials
+        arms = t.arms[0]
+        model = arms.models[0]
+        arms = dataclasses.replace(arms, models=[model], targets=targets[model], seeds=self.search.seeds[:1],
+                                   epochs=[0.05], criteria=[c for c in arms.criteria if c in self.search.compare_criteria
+                                                            ][:1])
+        return dataclasses.replace(t, arms=[arms], ranked=min(t.ranked, 2), ranked_model=model,
+                                   ranked_target=targets[model][0], ranked_seed=self.search.seeds[0])
 
 
 def preset_path(name: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""The study's jobs as typed records: one search or one fine-tuned final model, and its artifact id.
+"""The study's jobs as typed records: one search, one fine-tuned final model or one trial, and its artifact id.
 
 A job's :meth:`to_dict` is what its artifact's key holds (``criterion`` only where the job names a
 compared criterion: without one, it prunes with the study's own, ``search.criterion``).
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .config import ANY_PRECISION, JOINT_SETTINGS, QUANT_KINDS, StudyConfig
+from .validation import ConfigError
 
 
 class _Job:
@@ -108,11 +109,75 @@ def final_jobs(cfg: StudyConfig) -> list[FinalJob]:
     f = cfg.final
     jobs = [FinalJob(k, m, t, s) for k in QUANT_KINDS for t in f.targets.get(k, []) for m in ("bo", "uniform")
             for s in f.seeds]
-    return jobs + [FinalJob(k, "bo", cfg.search.compare_target, s, c)
-                   for k in QUANT_KINDS for c in cfg.search.compare_criteria for s in f.seeds]
+    return jobs + [FinalJob(k, "bo", cfg.search.compare_target, s, c) for k in QUANT_KINDS if f.targets.get(k)
+                   for c in cfg.search.compare_criteria for s in f.seeds]
 
 
 def gp_slice_job(cfg: StudyConfig) -> SearchJob:
     """The search whose GP the posterior slice shows: the first quantized model's first BO search."""
     kind = QUANT_KINDS[0]
     return SearchJob(kind, "constrained", cfg.search.targets[kind][0], "bo", cfg.search.seeds[0])
+
+
+@dataclass(frozen=True)
+class TrialJob(_Job):
+    """One arm of Study v2's paired trials (:class:`~qrepro.config.TrialSettings`): a model pruned by ``method``
+    (at ``target``; ``rank``: the candidate at that position of its search's ranking, best first), fine-tuned for
+    ``epochs`` with seed ``seed``, the seed of its search too.  The unpruned model has no target."""
+
+    model: str
+    method: str
+    target: float | None
+    epochs: float
+    seed: int
+    criterion: str | None = None
+    rank: int | None = None
+
+    @property
+    def id(self) -> str:
+        if self.method == "unpruned":
+            return f"trial/{self.model}-unpruned-e{self.epochs}-s{self.seed}"
+        crit = f"-{self.criterion}" if self.criterion else ""
+        what = f"rank{self.rank}" if self.rank is not None else self.method
+        return f"trial/{self.model}-{what}{crit}-t{self.target}-e{self.epochs}-s{self.seed}"
+
+    def search(self) -> SearchJob | None:
+        """The search its configuration comes from: its own method's (uniform: BO's, whose pick's size it meets)."""
+        if self.method == "unpruned":
+            return None
+        return SearchJob(self.model, "constrained", self.target, "random" if self.method == "random" else "bo",
+                         self.seed, self.criterion)
+
+
+def trial_jobs(cfg: StudyConfig) -> list[TrialJob]:
+    """Every trial of the preset, each once; a trial whose search the preset does not run is refused."""
+    t = cfg.trials
+    if t is None:
+        return []
+    jobs = {}
+    for arms in t.arms:
+        for model in arms.models:
+            for epochs in arms.epochs:
+                for seed in arms.seeds:
+                    for method in arms.methods:
+                        if method == "unpruned":
+                            job = TrialJob(model, method, None, float(epochs), seed)
+                            jobs[job.id] = job
+                            continue
+                        for target in arms.targets:
+                            for crit in (arms.criteria or [None]) if method == "bo" else [None]:
+                                job = TrialJob(model, method, target, float(epochs), seed,
+                                               None if crit == cfg.search.criterion else crit)
+                                jobs[job.id] = job
+    if t.ranked:
+        epochs = float(t.arms[0].epochs[0])
+        for k in range(t.ranked):
+            job = TrialJob(t.ranked_model, "bo", t.ranked_target, epochs, t.ranked_seed, rank=k)
+            jobs[job.id] = job
+    searches = {j.id for j in search_jobs(cfg)}
+    missing = sorted({j.search().id for j in jobs.values() if j.search() and j.search().id not in searches})
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ConfigError(f"trials need {len(missing)} searches the preset's [search] does not run ({', '.join(missing[:3])}"
+                          f"{more}); add their targets, methods, seeds or compare_criteria there")
+    return list(jobs.values())

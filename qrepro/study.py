@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import functools
 import json
 import re
@@ -44,12 +45,12 @@ from .checkpoint import environment_info, load_checkpoint
 from .cluster import connect
 from .config import ANY_PRECISION, BASE_KINDS, QUANT_KINDS, StudyConfig, load_preset
 from .criteria import variant
-from .data import dataset_identity, load_splits, subset_loader
+from .data import dataset_identity, load_splits, loader_size, subset_loader
 from .device import resolve_device
 from .errors import BadInput, check_input_file, check_writable_dir
 from .export import load_packed, save_packed
 from .gp import fit_gp
-from .jobs import final_jobs, gp_slice_job, joint_jobs, search_jobs
+from .jobs import final_jobs, gp_slice_job, joint_jobs, search_jobs, trial_jobs
 from .journal import append_record, load_journal, read_records
 from .lock import hold
 from .objective import PruneObjective
@@ -62,7 +63,7 @@ from .space import uniform_ratio
 from .train import TrainConfig, evaluate, train, train_model
 from .validation import from_mapping
 
-STAGES = ("base", "ablation", "search", "final", "joint", "evaluate", "tables")
+STAGES = ("base", "ablation", "search", "final", "trials", "joint", "evaluate", "tables")
 DISTRIBUTED_STAGES = ("base", "final")  # the stages that train, and so run data-parallel under torchrun
 # modules every maker reaches that never change what an artifact holds (so not in any key)
 NOT_KEYED = {"artifacts": "the graph's bookkeeping: keys, paths, status, the manifest",
@@ -76,7 +77,7 @@ BASE_NOT_KEYED = {"criteria": "imported by prune; training never selects filters
                                   "the searches' code, reached through the study's settings; training never searches")}
 TABLES = ("baselines", "filter_duplicates", "resnet18_size", "ablation_summary", "search_summary", "pareto_front",
           "paper_table", "paper_reference", "claims", "criterion_search", "recovery", "precision_sweep",
-          "joint_summary")
+          "joint_summary", "trials", "trial_claims")
 SWEEP_BN_BATCHES = 20  # batches of 128 training images re-estimating BatchNorm for each model of the precision sweep
 
 
@@ -195,6 +196,16 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "criterion_variant": variant(s.criterion), "evaluation": evaluation}
         arts.append(Artifact("recovery", "tables", "recovery", ".json", make_recovery, conf,
                              (f"base/{f.recovery_model}",), _code(make_recovery), True, stage="final"))
+    for job in trial_jobs(cfg):
+        search = job.search()
+        crit = job.criterion_in(cfg)
+        conf = {"job": job.to_dict(), "epochs": job.epochs, "lr": cfg.trials.lr, "criterion": crit,
+                "criterion_variant": variant(crit), "evaluation": evaluation, "r_max": s.r_max,
+                "select_top": cfg.trials.select_top, "selection_images": cfg.trials.selection_images,
+                **({"ranked": cfg.trials.ranked} if job.rank is not None else {})}
+        arts.append(Artifact(job.id, "tables", job.id.replace("/", "-"), ".json", make_trial, conf,
+                             (f"base/{job.model}",) + ((search.id,) if search else ()), _code(make_trial), True,
+                             stage="trials"))
     joints = joint_jobs(cfg)
     for job in joints:
         conf = {"job": job.to_dict(), "search": job.search_fields(cfg), "criterion": s.criterion,
@@ -226,9 +237,12 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
             j.id for j in searches if j.method == "bo" and j.mode == "constrained" and j.target == s.compare_target),
         "recovery": ("recovery",), "precision_sweep": ("precision_sweep",),
         "joint_summary": tuple(j.id for j in joints),
+        "trials": tuple(j.id for j in trial_jobs(cfg)), "trial_claims": tuple(j.id for j in trial_jobs(cfg)) +
+        tuple(j.id for j in joints),
     }
-    optional = {"criterion_search": bool(s.compare_criteria), "recovery": bool(cfg.final.recovery_epochs),
-                "precision_sweep": bool(cfg.joint), "joint_summary": bool(cfg.joint)}
+    optional = {"criterion_search": bool(s.compare_criteria and finals), "recovery": bool(cfg.final.recovery_epochs),
+                "precision_sweep": bool(cfg.joint), "joint_summary": bool(cfg.joint), "paper_table": bool(finals),
+                "claims": bool(finals), "trials": bool(cfg.trials), "trial_claims": bool(cfg.trials)}
     for name in TABLES:
         if optional.get(name, True):
             arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
@@ -437,6 +451,104 @@ def make_recovery(ctx: Study, art: Artifact, path: Path):
     write_json_atomic(path, {"model": c["model"], "target": c["target"], "ratio": ratio, "lr": c["lr"],
                              "base_val_acc": base[0], "base_test_acc": base[1], "runs": rows,
                              "versions": environment_info()})
+
+
+# --------------------------------------------------------------------------- stage 4a: Study v2's paired trials
+def selection_loader(splits, evaluation: dict, selection_images: int | None):
+    """The validation images no search saw (those after ``evaluation["val_images"]``): what trials choose picks on."""
+    skip = evaluation["val_images"] or 0
+    loader = subset_loader(splits.val, selection_images, batch_size=256, skip=skip)
+    if loader_size(loader) == 0:
+        raise BadInput(f"trials: no validation images are left to choose picks on: the searches use the first {skip} "
+                       f"of {loader_size(splits.val)}; lower evaluation.val_images or raise val_size")
+    return loader
+
+
+def ranked_candidates(journal: Path) -> list[dict]:
+    """A search's feasible evaluations, best objective first (a tie: the earlier evaluation first, as
+    :func:`qrepro.search.best_feasible` takes it)."""
+    _, evals = load_journal(journal, trust_unverified=True)  # digest checked by resolve
+    return sorted((e for e in evals if e["feasible"]), key=lambda e: (-e["value"], e["index"]))
+
+
+def pick_on_selection(objective: PruneObjective, candidates: list[dict], layers: list[str], top: int):
+    """Of the ``top`` best ``candidates``, the one whose pruned model (BatchNorm re-estimated) scores highest on
+    ``objective``'s images (the selection images): ``(ratios, pruned model, its evaluation, [selection top-1
+    of each])``."""
+    scored = []
+    for e in candidates[:top]:
+        ratios = dict(zip(layers, e["ratios"]))
+        with torch.no_grad():
+            pruned = objective.prune(ratios)
+        scored.append((evaluate(pruned, objective.val)["acc"], ratios, pruned, e))
+    best = max(range(len(scored)), key=lambda i: scored[i][0])  # the first of equals: the search's better one
+    return scored[best][1], scored[best][2], scored[best][3], [a for a, *_ in scored]
+
+
+def ratio_at_size(size: SizeModel, most: float, r_max: float) -> float:
+    """The smallest single ratio for every layer whose exact size is at most ``most`` bytes (bisection: the
+    size falls in steps as the ratio grows)."""
+    lo, hi = 0.0, r_max
+    if size.exact_size([hi] * len(size.layers)) > most:
+        raise BadInput(f"no uniform ratio up to r_max={r_max} reaches {most:.0f} bytes")
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if size.exact_size([mid] * len(size.layers)) <= most else (mid, hi)
+    return hi
+
+
+def make_trial(ctx: Study, art: Artifact, path: Path):
+    """One arm of the paired trials: the configuration (the search's pick chosen on the selection images; the
+    uniform ratio at that pick's exact size; a ranked candidate; or none), fine-tuned with the trial's seed, and
+    its top-1 on the selection images before and after and on the test images after."""
+    c = art.config
+    job = c["job"]
+    base, _ = ctx.base(job["model"])
+    base.to(ctx.device)
+    splits = ctx.splits()
+    selection = selection_loader(splits, c["evaluation"], c["selection_images"])
+    crit, options = variant(c["criterion"])
+    objective = PruneObjective(base, dataclasses.replace(splits, val=selection), crit, criterion_options=options,
+                               bn_batches=c["evaluation"]["bn_batches"], val_images=None, seed=job["seed"])
+    layers = prunable_layers(base)
+    record = {"job": job}
+    if job["method"] == "unpruned":
+        model = objective.prune(dict.fromkeys(layers, 0.0))  # BatchNorm re-estimated like every pruned arm
+        record["ratios"] = dict.fromkeys(layers, 0.0)
+    else:
+        candidates = ranked_candidates(ctx.graph.resolve(art.inputs[1]))
+        if job.get("rank") is not None:
+            n = c["ranked"]
+            e = candidates[round(job["rank"] * (len(candidates) - 1) / (n - 1))]
+            record["ratios"] = dict(zip(layers, e["ratios"]))
+            with torch.no_grad():
+                model = objective.prune(record["ratios"])
+            record["search_value"] = e["value"]
+        else:
+            ratios, model, e, scores = pick_on_selection(objective, candidates, layers, c["select_top"])
+            pick = {"ratios": ratios, "search_value": e["value"], "selection_of_top": scores}
+            if job["method"] != "uniform":
+                record.update(pick)
+            else:  # the uniform ratio at the BO pick's exact size, never above it
+                pick["size_bytes"] = model_size_bytes(model)
+                r = ratio_at_size(SizeModel.from_model(base, layers), pick["size_bytes"], c["r_max"])
+                with torch.no_grad():
+                    model = objective.prune(dict.fromkeys(layers, r))
+                if model_size_bytes(model) > pick["size_bytes"]:
+                    raise RuntimeError(f"the uniform ratio {r} gives {model_size_bytes(model)} bytes, above the BO "
+                                       f"pick's {pick['size_bytes']}: SizeModel and model_size_bytes disagree")
+                record.update(ratios=dict.fromkeys(layers, r), bo_pick=pick)
+    record["size_bytes"] = model_size_bytes(model)
+    record["selection_acc_before"] = evaluate(model, selection)["acc"]
+    print(f"[trial] {path.name}")
+    tc = TrainConfig(epochs=c["epochs"], optimizer="adam", lr=c["lr"], weight_decay=0.0, seed=job["seed"])
+    t0 = time.time()
+    with torch.enable_grad():
+        history = train(model, splits, tc, progress=ctx.progress, eval_every_epoch=False)
+    record.update(seconds=time.time() - t0, steps=history[-1]["steps"], selection_acc=evaluate(model, selection)["acc"],
+                  test_acc=evaluate(model, splits.test)["acc"], selection_images=loader_size(selection),
+                  device=str(ctx.device), versions=environment_info())
+    write_json_atomic(path, record)
 
 
 # --------------------------------------------------------------------------- stage 4b: joint bit-width / pruning search

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import norm, spearmanr
+from scipy.stats import t as student_t
 
 from .cache import write_text_atomic
 from .config import QUANT_KINDS
@@ -318,7 +320,134 @@ def _precision_sweep(study):
     return df, note, ".2f"
 
 
+# --------------------------------------------------------------------------- Study v2: the paired trials
+# The questions, stated before the run (docs/study-v2.md): each a paired difference "arm - against" per seed, and
+# the least value that supports the claim: supported if the 95 % interval lies above it, not supported if below.
+QUESTIONS = [
+    ("a", "BO's ratios beat the uniform ratio at the same size", {"method": "bo"}, {"method": "uniform"}, 0.0),
+    ("b", "the redundancy criterion beats {crit} under the same BO", {"method": "bo", "criterion": None},
+     {"method": "bo", "criterion": "{crit}"}, 0.0),
+    ("c", "BO beats random search at the same evaluation budget", {"method": "bo"}, {"method": "random"}, 0.0),
+    ("d", "the pruned model (BO's pick) stays within 1 point of the unpruned one, given the same fine-tune",
+     {"method": "bo"}, {"method": "unpruned"}, -1.0),
+]
+
+
+def trial_frame(study) -> pd.DataFrame:
+    """Every trial of the study, one row each: the arm, its size and its top-1 (%) before and after fine-tuning."""
+    rows = []
+    for id in study.graph.ids("trials"):
+        r = json.loads(study.graph.resolve(id).read_text())
+        j = r["job"]
+        rows.append({"model": j["model"], "method": j["method"], "criterion": j.get("criterion"),
+                     "target": j["target"], "epochs": j["epochs"], "seed": j["seed"], "rank": j.get("rank"),
+                     "size_MB": r["size_bytes"] / MB, "search_value": r.get("search_value"),
+                     "selection_before": r["selection_acc_before"], "selection_after": r["selection_acc"],
+                     "test_top1": r["test_acc"], "minutes": r["seconds"] / 60})
+    return pd.DataFrame(rows)
+
+
+def paired_interval(diffs, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided t-interval: ``(mean, low, high)`` (nan bounds for one pair)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()), float("nan"), float("nan")
+    half = student_t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def spearman_interval(x, y, level: float = 0.95) -> tuple[float, float, float]:
+    """Spearman's rank correlation and its interval by Fisher's z with the standard error 1.06 / sqrt(n - 3)
+    (Fieller, Hartley and Pearson 1957): ``(rho, low, high)``."""
+    n = len(x)
+    rho = float(spearmanr(x, y).statistic)
+    if n < 4:
+        return rho, float("nan"), float("nan")
+    z, half = np.arctanh(np.clip(rho, -0.999999, 0.999999)), norm.ppf(0.5 + level / 2) * 1.06 / np.sqrt(n - 3)
+    return rho, float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def verdict(low: float, high: float, least: float) -> str:
+    if np.isnan(low):
+        return "inconclusive"
+    return "supported" if low > least else "not supported" if high < least else "inconclusive"
+
+
+def _match(df: pd.DataFrame, arm: dict) -> pd.DataFrame:
+    for k, v in arm.items():
+        df = df[df[k].isna()] if v is None else df[df[k] == v]
+    return df
+
+
+def trial_claims(df: pd.DataFrame, joint: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each question of :data:`QUESTIONS` at every model, target and fine-tuning length the trials cover (paired by
+    seed), (e) from the joint searches and (f) from the ranked candidates: the difference, its 95 % interval and
+    the verdict."""
+    rows = []
+    plain = df[df["rank"].isna()]
+    compared = sorted(c for c in plain["criterion"].dropna().unique())
+    for q, claim, arm, against, least in QUESTIONS:
+        for crit in (compared if "{crit}" in claim else [None]):
+            a_arm = arm
+            b_arm = {k: (v.format(crit=crit) if isinstance(v, str) else v) for k, v in against.items()}
+            a = _match(plain, a_arm if q == "b" else {**a_arm, "criterion": None})
+            b = _match(plain, b_arm if q == "b" else {**b_arm, "criterion": None})
+            for (model, target, epochs), left in a.groupby(["model", "target", "epochs"]):
+                right = b[(b["model"] == model) & (b["epochs"] == epochs)]
+                right = right if against["method"] == "unpruned" else right[right["target"] == target]
+                pairs = left.merge(right, on="seed", suffixes=("", "_b"))
+                if pairs.empty:
+                    continue
+                mean, low, high = paired_interval(pairs["test_top1"] - pairs["test_top1_b"])
+                rows.append({"question": q, "claim": claim.format(crit=crit), "model": model, "target": target,
+                             "epochs": epochs, "seeds": len(pairs), "difference": mean, "low": low, "high": high,
+                             "half_width": (high - low) / 2, "least": least, "verdict": verdict(low, high, least),
+                             "size_difference_KB": float((pairs["size_MB"] - pairs["size_MB_b"]).mean() * 1024)})
+    if joint is not None and not joint.empty:
+        best = joint[joint["feasible"]].sort_values("value", kind="stable").groupby(["setting", "target", "seed"]
+                                                                                    ).tail(1)
+        for target, group in best.groupby("target"):
+            wide = group.pivot(index="seed", columns="setting", values="value")
+            if {"joint-bo", "2bit-bo"} <= set(wide.columns):
+                mean, low, high = paired_interval((wide["joint-bo"] - wide["2bit-bo"]).dropna())
+                rows.append({"question": "e", "claim": "the joint bit-width and pruning search beats the paper's "
+                             "setting (2 bits, BO over ratios) at the same size, before fine-tuning",
+                             "model": "anyprec", "target": target, "epochs": 0.0, "seeds": int(wide.notna().all(1).sum()),
+                             "difference": mean, "low": low, "high": high, "half_width": (high - low) / 2,
+                             "least": 0.0, "verdict": verdict(low, high, 0.0), "size_difference_KB": float("nan")})
+    ranked = df[df["rank"].notna()]
+    if len(ranked) >= 2:
+        rho, low, high = spearman_interval(ranked["search_value"], ranked["test_top1"])
+        row = ranked.iloc[0]
+        rows.append({"question": "f", "claim": "the search's objective (before fine-tuning) ranks candidates as the "
+                     "fine-tuned test top-1 does (Spearman's rho > 0)", "model": row["model"], "target": row["target"],
+                     "epochs": row["epochs"], "seeds": len(ranked), "difference": rho, "low": low, "high": high,
+                     "half_width": (high - low) / 2, "least": 0.0, "verdict": verdict(low, high, 0.0),
+                     "size_difference_KB": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _trials(study):
+    df = trial_frame(study).sort_values(["model", "method", "criterion", "target", "rank", "epochs", "seed"],
+                                        na_position="first")
+    note = ("One row per trial: the arm's size, its top-1 (%) on the selection images (validation images no search "
+            "saw) before and after fine-tuning, and on the test images after; seed s is search s and fine-tune s.")
+    return df.reset_index(drop=True), note, ".2f"
+
+
+def _trial_claims(study):
+    joint = joint_frame(study) if study.config.joint else None
+    note = ("Each question as a paired difference of test top-1 (percentage points; (f): Spearman's rho) over "
+            "seeds, with its 95 % t-interval; verdict: supported where the interval lies above `least`, not "
+            "supported where below, else inconclusive. size_difference_KB: the first arm's size minus the "
+            "second's (uniform arms meet the BO pick's size, never above it). docs/study-v2.md states each "
+            "question as it was fixed before the run.")
+    return trial_claims(trial_frame(study), joint), note, ".2f"
+
+
 TABLE_MAKERS = {
+    "trials": _trials,
+    "trial_claims": _trial_claims,
     "baselines": _baselines,
     "filter_duplicates": _filter_duplicates,
     "resnet18_size": lambda study: (resnet18_size_table(), DEFAULT_CONVENTION.describe(), ".2f"),
