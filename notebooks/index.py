@@ -2,7 +2,7 @@
 # # qrepro: where to start
 #
 # *Automatic Pruning for Quantized Neural Networks* (L. Guerra, B. Zhuang, I. Reid, T. Drummond, arXiv:2002.00523),
-# taught in four lessons and reproduced in seven results notebooks. Open any of them from here: in JupyterLab, a
+# taught in four lessons and reproduced in eight results notebooks. Open any of them from here: in JupyterLab, a
 # `.py` file opens as a notebook with right-click, *Open With → Notebook* (or make that the default once:
 # `jupytext-config set-default-viewer python`). Running, editing and saving one writes only its code and text, so
 # `git status` shows your edits and nothing else.
@@ -43,7 +43,7 @@ else:
 #
 # ## The results notebooks: read the study's artifacts, in this order
 #
-# They only read what `make study` computed (`results/`); `make reproduce` runs all seven in under 80 s on 2 cores.
+# They only read what `make study` computed (`results/`); `make reproduce` runs all eight.
 #
 # | order | notebook | shows |
 # |---|---|---|
@@ -54,6 +54,7 @@ else:
 # | 5 | [05_pareto_front](05_pareto_front.py) | the accuracy/size front of the multi-objective search and its hypervolume |
 # | 6 | [06_paper_table](06_paper_table.py) | the paper-style table of the fine-tuned final models, and how fine-tuning recovers accuracy |
 # | 7 | [07_joint_precision_pruning](07_joint_precision_pruning.py) | bit-widths and ratios searched together, against the paper's single-precision settings |
+# | 8 | [08_study_v2_claims](08_study_v2_claims.py) | Study v2 (ResNet-18): each of the paper's claims as a paired difference with its 95 % interval, and a forest plot |
 #
 # The README says what each result means; `docs/` holds the protocol, the choices where the paper is silent, and
 # what the package promises.

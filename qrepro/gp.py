@@ -97,20 +97,15 @@ def propose_candidates(x: torch.Tensor, y: torch.Tensor, cfg: SearchConfig, size
     return cand, gp_hyperparameters(gp)
 
 
-# SLSQP runs of one joint proposal: each is a separate solve (its bit-widths fixed), where the ratio search solves
-# its starts as one batch; two keep a proposal at 60 observations under 0.5 s (benchmarks/HISTORY.md)
-MIXED_SLSQP_STARTS = 2
-
-
 def optimize_mixed(acq, x_observed: torch.Tensor, cfg: SearchConfig, size: PrecisionCost, seed: int) -> torch.Tensor:
     """The next ``q`` candidates of the joint (or bits-only) space, one after another (each later one with the
     earlier ones as pending points where the acquisition takes them).
 
     Bit-widths are discrete and the ratios continuous, with constraints that are linear in the ratios once the
     bit-widths are fixed; so: score ``raw_samples`` feasible draws and every one-unit change of bit-width of
-    the best observed candidates, then, for the best ``MIXED_SLSQP_STARTS`` of the ``num_restarts`` best with
-    distinct bit-widths, fix their bit-widths and maximize over the ratios under those constraints (SLSQP, as in
-    the ratio search; BoTorch's ``optimize_acqf_mixed`` would enumerate the ``K^d`` bit-width vectors).  The bits-only space has no continuous part: the best of every
+    the best observed candidates, then, for the ``num_restarts`` best, fix their bit-widths and maximize over
+    the ratios under those constraints (SLSQP, as in the ratio search; BoTorch's ``optimize_acqf_mixed`` would
+    enumerate the ``K^d`` bit-width vectors).  The bits-only space has no continuous part: the best of every
     feasible bit-width vector (:func:`qrepro.space.all_bit_vectors`), or of the draws and changes where too many.
     """
     d = len(size.layers)
@@ -128,7 +123,7 @@ def optimize_mixed(acq, x_observed: torch.Tensor, cfg: SearchConfig, size: Preci
         top = scores.topk(min(cfg.num_restarts, len(cands))).indices
         best, best_score = cands[top[0]], scores[top[0]]
         if cfg.space == "joint":
-            for start in _distinct_bits(cands[top], d)[:MIXED_SLSQP_STARTS]:
+            for start in cands[top]:
                 _, bits = decode(start.view(1, -1), cfg, d)
                 fixed = {d + j: float(start[d + j]) for j in range(d)}
                 cons = joint_constraints(bits[0], cfg, size) if cfg.mode == "constrained" else None
@@ -147,18 +142,6 @@ def optimize_mixed(acq, x_observed: torch.Tensor, cfg: SearchConfig, size: Preci
             before = acq.X_pending
             acq.set_X_pending(torch.stack(chosen) if before is None else torch.cat([before, torch.stack(chosen)]))
     return torch.stack(chosen)
-
-
-def _distinct_bits(starts: torch.Tensor, d: int) -> torch.Tensor:
-    """``starts`` (best first) less those whose bit-widths an earlier one has: with the bit-widths fixed, SLSQP
-    from either climbs the same constrained acquisition surface."""
-    seen, keep = set(), []
-    for i, row in enumerate(starts):
-        bits = tuple(row[-d:].tolist())
-        if bits not in seen:
-            seen.add(bits)
-            keep.append(i)
-    return starts[keep]
 
 
 def _bit_neighbours(x: torch.Tensor, acq, cfg: SearchConfig, size: PrecisionCost, keep: int = 3) -> torch.Tensor:

@@ -100,3 +100,18 @@ def gp_slice(preset=False, root=None) -> dict:
 def study_settings(preset=False) -> dict:
     """The study's settings as a dict (what the notebooks show beside their figures)."""
     return load_preset(preset).to_dict()
+
+
+def study_progress(preset=False, root=None) -> pd.DataFrame:
+    """Per stage, how many artifacts are usable (fresh or legacy) and how many are not yet (missing, stale, in
+    progress or corrupt): what a study that spans several runs has left."""
+    graph = study_graph(preset, root)
+    rows = [{"stage": graph[s.id].stage, "usable": s.usable} for s in graph.report()]
+    df = pd.DataFrame(rows)
+    out = df.groupby("stage", sort=False)["usable"].agg(artifacts="size", usable="sum").reset_index()
+    return out.assign(left=out["artifacts"] - out["usable"])
+
+
+def trial_frame(preset=False, root=None) -> pd.DataFrame:
+    """Every trial of Study v2 (:func:`qrepro.tables.trial_frame`)."""
+    return tables.trial_frame(open_study(preset, root))

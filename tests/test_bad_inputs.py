@@ -259,7 +259,7 @@ def test_config_files(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must hold one object of fields, got a list"):
         read_config_file(tmp_path / "list.json")
-    with pytest.raises(ConfigError, match="no study preset 'nope'.*presets: cifar10-resnet20, full, "
+    with pytest.raises(ConfigError, match="no study preset 'nope'.*presets: cifar10-resnet20, fmnist-resnet18, full, "
                                           "imagenet-resnet18, smoke"):
         load_study("nope")
     with pytest.raises(ConfigError, match="where: expected a table"):

@@ -21,7 +21,7 @@ LESSONS = [p for p in SOURCES if p.parent.name == "teaching"]
 
 
 def test_the_sources_are_the_notebooks():
-    assert len(SOURCES) == 11
+    assert len(SOURCES) == 12
     assert not list(NOTEBOOKS.rglob("*.ipynb")), "a notebook's source is its .py file; remove the stray .ipynb"
     for source in SOURCES:
         nb = jupytext.read(source)

@@ -25,8 +25,13 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
-           "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances", "layer_sensitivity"]
+           "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances", "layer_sensitivity",
+           "claims_forest", "objective_vs_finetuned"]
 TABLES = {
+    "trials": {"model", "method", "criterion", "target", "epochs", "seed", "rank", "size_MB", "selection_before",
+               "selection_after", "test_top1"},
+    "trial_claims": {"question", "claim", "model", "target", "epochs", "seeds", "difference", "low", "high", "verdict",
+                     "size_difference_KB"},
     "filter_duplicates": {"layer", "filters", "exact_duplicates", "mean_nn_differing", "model"},
     "baselines": {"model", "test_top1", "params", "size_MB"},
     "resnet18_size": {"quantization", "convention", "unpruned_MB", "paper_pruned_MB"},
@@ -117,6 +122,26 @@ def status(capsys, root, *extra):
     return code, states, out
 
 
+def test_trials_choose_on_unseen_images_and_compare_at_equal_size(smoke_results):
+    """Study v2's trials on the smoke study: the uniform arm meets the BO pick's exact size (never above it) and
+    starts from the same pick; picks are chosen on the validation images after the searches'; the unpruned arm
+    keeps every filter and gets the same fine-tune; the claims table states every question the trials cover."""
+    read = lambda id: report.read_json(id, "smoke", smoke_results)  # noqa: E731
+    bo, uniform = read("trial/bnn-bo-t0.2612-e0.05-s0"), read("trial/bnn-uniform-t0.2612-e0.05-s0")
+    assert uniform["bo_pick"]["ratios"] == bo["ratios"] and uniform["bo_pick"]["size_bytes"] == bo["size_bytes"]
+    assert uniform["size_bytes"] <= bo["size_bytes"] and len(set(uniform["ratios"].values())) == 1
+    cfg = load_preset("smoke")
+    val = report.load_base("bnn", "smoke", smoke_results)[1]["config"]["limit"] // 10  # the smoke split's size
+    assert bo["selection_images"] == val - cfg.evaluation.val_images == uniform["selection_images"]
+    unpruned = read("trial/bnn-unpruned-e0.05-s0")
+    base, _ = report.load_base("bnn", "smoke", smoke_results)
+    assert set(unpruned["ratios"].values()) == {0.0} and unpruned["size_bytes"] == model_size_bytes(base)
+    assert unpruned["steps"] == bo["steps"] == uniform["steps"] > 0
+    claims = report.read_table("trial_claims", "smoke", smoke_results)
+    assert set(claims["question"]) == {"a", "b", "c", "d", "e", "f"}
+    assert set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
+
+
 def test_every_figure_and_table_exists(smoke_results):
     for name in FIGURES:
         for ext in ("png", "pdf"):
@@ -125,12 +150,12 @@ def test_every_figure_and_table_exists(smoke_results):
         df = pd.read_csv(smoke_results / "tables" / f"{name}.csv")
         assert columns <= set(df.columns), (name, set(df.columns))
         assert len(df) > 0 and (smoke_results / "tables" / f"{name}.md").exists()
-    assert len(list((smoke_results / "notebooks").glob("*.ipynb"))) == 7
+    assert len(list((smoke_results / "notebooks").glob("*.ipynb"))) == 8
 
 
 def test_executed_notebooks_show_their_figures_inline(smoke_results):
     books = sorted((smoke_results / "notebooks").rglob("*.ipynb"))
-    assert len(books) == 11  # 7 results notebooks, 4 lessons
+    assert len(books) == 12  # 8 results notebooks, 4 lessons
     for nb_path in books:
         nb = nbformat.read(nb_path, as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

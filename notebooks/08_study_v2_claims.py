@@ -1,0 +1,121 @@
+# %% [markdown]
+# # 8. Study v2: the paper's network, and each claim decided by its own interval
+#
+# The committed ResNet-20 study could not tell BO from the uniform ratio, nor the paper's criterion from
+# BatchNorm's |gamma|: two fine-tuning seeds of one pick, chosen on the images it was scored on. Study v2
+# (`qrepro/presets/fmnist-resnet18.toml`; docs/study-v2.md) asks again on the paper's network, torchvision's
+# ResNet-18 (ImageNet stem, one input channel, 10 classes), on Fashion-MNIST, designed as a doubting reviewer
+# would want:
+#
+# - **paired seeds**: seed *s* is search *s* and fine-tune *s* of every arm, so each question is a paired difference
+#   over seeds, with a 95 % t-interval;
+# - **picks chosen on images nobody scores them on**: a search sees the first 2,000 validation images; its five best
+#   candidates are re-scored on the other 3,000 and the best there is the pick; the claims use the 10,000 test images;
+# - **equal size**: the uniform arm prunes at the smallest single ratio whose exact size is at most the BO pick's;
+# - **the same fine-tune for every arm**, the unpruned model too (Adam, cosine, 1 epoch).
+#
+# **The questions, stated before the run** (`qrepro.tables.QUESTIONS`): (a) BO beats the uniform ratio at 26.12 %,
+# 50 % and 70 %; (b) the redundancy criterion beats `bn_scale`, `l1`, `fpgm` and `random` under the same BO at
+# 26.12 % (BNN); (c) BO beats random search at the same evaluation budget; (d) the BO pick stays within 1 point of
+# the unpruned model after the same fine-tune; (e) the joint bit-width and pruning search beats the paper's setting
+# (2 bits, BO over ratios) at the same size, before fine-tuning; (f) the search's objective ranks candidates as the
+# fine-tuned test accuracy does. A claim is **supported** where its interval lies above the claimed bound, **not
+# supported** where it lies below, and **inconclusive** where it straddles it.
+
+# %% tags=["parameters"]
+smoke = False  # True: read the tiny smoke study (CI)
+results = None  # results folder; None: results/
+
+# %%
+from qrepro.notebooks import check_parameters
+
+smoke, results = check_parameters(smoke=smoke, results=results)  # papermill's values, validated
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import display
+
+from qrepro import report
+
+preset = "smoke" if smoke else "fmnist-resnet18"
+progress = report.study_progress(preset, results)
+display(progress)
+ready = not progress.set_index("stage").loc[["trials", "tables"], "left"].any()
+print("Study v2 is complete: every claim below is read from its artifacts." if ready else
+      f"Study v2 is in progress ({int(progress['left'].sum())} of {int(progress['artifacts'].sum())} artifacts left: "
+      f"make study STUDY={preset} resumes it); the claims appear here once its trials are done.")
+
+# %% [markdown]
+# ## Every claim, with its interval
+#
+# One row per question, model, target and fine-tuning length; the difference is in test top-1 points ((f):
+# Spearman's rho). `size_difference_KB` is the first arm's size minus the second's: the uniform arm is never larger
+# than the BO pick it is compared with.
+
+# %%
+if ready:
+    claims = report.read_table("trial_claims", preset, results)
+    display(claims[["question", "model", "target", "epochs", "seeds", "difference", "low", "high", "half_width",
+                    "verdict", "size_difference_KB"]].round(3))
+
+# %% [markdown]
+# ## The forest plot
+#
+# Each paired difference and its 95 % interval; the dashed line is the bound the claim must clear (0, or -1 point
+# for (d)). Colour: the verdict.
+
+# %%
+if ready:
+    colours = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:gray"}
+    rows = claims.iloc[::-1].reset_index(drop=True)
+    labels = [f"({r.question}) {r.model} {'' if np.isnan(r.target) else f'{100 * r.target:.2f} % '}"
+              + ("" if r.question in "ef" else f"{r.epochs:g} ep. ") + ("" if r.question != "b" else
+                                                                        r.claim.split("beats ")[1].split(" under")[0])
+              for r in rows.itertuples()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.5), sharey=True,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for ax, points in ((axes[0], rows["question"] != "f"), (axes[1], rows["question"] == "f")):
+        for i, r in rows[points].iterrows():
+            ax.errorbar(r["difference"], i, xerr=[[r["difference"] - r["low"]], [r["high"] - r["difference"]]],
+                        fmt="o", color=colours[r["verdict"]], capsize=3)
+            ax.axvline(r["least"], color="black", ls="--", lw=0.8) if r["question"] == "d" else None
+        ax.axvline(0, color="black", lw=0.8)
+    axes[0].set_yticks(range(len(rows)), labels)
+    axes[0].set_xlabel("paired difference of test top-1 (points), 95 % interval")
+    axes[1].set_xlabel("(f) Spearman's rho, 95 % interval")
+    axes[1].set_xlim(-1, 1)
+    for verdict, colour in colours.items():
+        axes[0].plot([], [], "o", color=colour, label=verdict)
+    axes[0].legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    report.save_figure(fig, "claims_forest", results)
+
+# %% [markdown]
+# ## Does the search's objective predict the fine-tuned accuracy? (f)
+#
+# Candidates of one search, evenly spread over its ranking, each fine-tuned like every arm: the search's objective
+# (validation top-1 after BatchNorm re-estimation, before fine-tuning) against the test top-1 after.
+
+# %%
+if ready:
+    trials = report.trial_frame(preset, results)
+    ranked = trials[trials["rank"].notna()].sort_values("rank")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(ranked["search_value"], ranked["test_top1"])
+    for r in ranked.itertuples():
+        ax.annotate(f"{int(r.rank)}", (r.search_value, r.test_top1), textcoords="offset points", xytext=(4, 2))
+    ax.set_xlabel("search objective: validation top-1 before fine-tuning (%)")
+    ax.set_ylabel("test top-1 after fine-tuning (%)")
+    fig.tight_layout()
+    report.save_figure(fig, "objective_vs_finetuned", results)
+
+# %% [markdown]
+# ## Every trial
+#
+# One row per arm and seed: what each claim above is computed from.
+
+# %%
+if ready:
+    display(trials.round(3))
