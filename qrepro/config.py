@@ -236,6 +236,9 @@ class StudyConfig:
     limit: int | None = None
     image_size: int | None = None  # ImageNet only: the crop size (224 by default)
     loader_workers: int = 2  # ImageNet only: DataLoader worker processes decoding JPEGs (not part of any key)
+    # where its tables go in the results folder (their names carry no key): a second study sharing the folder
+    # names its own, so neither overwrites the other's
+    tables: str = "tables"
     device: str = "auto"  # where it runs: auto, cpu, cuda, cuda:<i> (not part of any key; recorded in each artifact)
     skip_integrity_check: bool = False  # CIFAR-10: read files that fail torchvision's MD5 check (keys hash the content)
     overrides: list[str] = field(default_factory=list)  # the command-line options that changed the preset (for hints)
@@ -264,6 +267,9 @@ class StudyConfig:
         if self.joint and not self.base[ANY_PRECISION].get("bit_choices"):
             raise ValueError(f"base.{ANY_PRECISION} must train at random bit-widths: set its bit_choices "
                              "(e.g. [1, 2, 4, 8])")
+        parts = Path(self.tables).parts
+        if not parts or parts[0] != "tables" or ".." in parts or Path(self.tables).is_absolute():
+            raise ValueError(f"tables: {self.tables!r} must be 'tables' or a folder inside it, e.g. 'tables/{self.name}'")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
         if self.loader_workers < 0:

@@ -245,7 +245,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "claims": bool(finals), "trials": bool(cfg.trials), "trial_claims": bool(cfg.trials)}
     for name in TABLES:
         if optional.get(name, True):
-            arts.append(Artifact(f"table/{name}", "tables", name, ".csv", make_table, {"table": name},
+            arts.append(Artifact(f"table/{name}", cfg.tables, name, ".csv", make_table, {"table": name},
                                  table_inputs[name], _code(make_table), keyed=False, stage="tables"))
     return Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root), rebuild=_rebuild_command(cfg, root, data_root))
 
