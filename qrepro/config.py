@@ -26,11 +26,13 @@ from .validation import ConfigError, check_names, from_mapping, read_config_file
 BASE_KINDS = ("fp", "bnn", "dorefa")
 QUANT_KINDS = ("bnn", "dorefa")
 ANY_PRECISION = "anyprec"  # the base model the joint search prunes: DoReFa trained at per-layer random bit-widths
-# the joint stage's searches, all on the any-precision model at one size budget: name -> (space, method, bit
-# choices; None: the study's `joint.bit_choices`).  "1bit-bo" / "2bit-bo" are the paper's setting (one precision,
-# BO over ratios), "bits-bo" the bit-widths alone (HAQ's question, answered with BO)
-JOINT_SETTINGS = {"joint-bo": ("joint", "bo", None), "joint-random": ("joint", "random", None),
-                  "bits-bo": ("bits", "bo", None), "2bit-bo": ("joint", "bo", [2]), "1bit-bo": ("joint", "bo", [1])}
+# the joint stage's searches, all on the any-precision model: name -> (space, method, bit choices (None: the
+# study's `joint.bit_choices`), mode).  The constrained ones run at each size budget: "1bit-bo" / "2bit-bo" are the
+# paper's setting (one precision, BO over ratios), "bits-bo" the bit-widths alone (HAQ's question, answered with
+# BO); "joint-pareto" searches the accuracy / size / BOPs front with qLogNEHVI, once per seed, with no budget
+JOINT_SETTINGS = {"joint-bo": ("joint", "bo", None, "constrained"), "joint-random": ("joint", "random", None, "constrained"),
+                  "bits-bo": ("bits", "bo", None, "constrained"), "2bit-bo": ("joint", "bo", [2], "constrained"),
+                  "1bit-bo": ("joint", "bo", [1], "constrained"), "joint-pareto": ("joint", "bo", None, "pareto")}
 
 
 def _check_targets(targets: dict, what: str):
@@ -121,7 +123,7 @@ class SearchSettings:
 @dataclass
 class JointSettings:
     """The joint bit-width / pruning stage (``[joint]``, with ``[base.anyprec]``): every setting of
-    ``JOINT_SETTINGS`` at each target and seed, at one evaluation budget.  A target is the fraction of the
+    ``JOINT_SETTINGS`` at each target (a front: once) and seed, at one evaluation budget.  A target is the fraction of the
     any-precision model's size at its own bit-widths (its ``w_bits``) to remove; ``sweep_bits``: the uniform
     bit-widths the any-precision model is evaluated at beside the dedicated models."""
 
@@ -140,9 +142,9 @@ class JointSettings:
             raise ValueError(f"joint: seeds must be non-empty and targets in (0, 1), got {self.seeds}, {self.targets}")
         try:
             for name in self.settings:
-                space, method, choices = JOINT_SETTINGS[name]
-                SearchConfig(layers=["-"], space=space, method=method, budget=self.budget, n_init=self.n_init,
-                             bit_choices=choices or self.bit_choices, bops_target=self.bops_target)
+                space, method, choices, mode = JOINT_SETTINGS[name]
+                SearchConfig(layers=["-"], space=space, method=method, mode=mode, budget=self.budget,
+                             n_init=self.n_init, bit_choices=choices or self.bit_choices, bops_target=self.bops_target)
         except SearchError as err:
             raise ValueError(f"joint: {err}") from None
         for b in self.sweep_bits:

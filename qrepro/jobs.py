@@ -90,11 +90,12 @@ class JointJob:
 
     def search_fields(self, cfg: StudyConfig) -> dict:
         """The :class:`~qrepro.search.SearchConfig` fields this job sets (its key holds them)."""
-        space, method, choices = JOINT_SETTINGS[self.setting]
+        space, method, choices, mode = JOINT_SETTINGS[self.setting]
         j = cfg.joint
+        front = {"mode": mode, "ref_accuracy": 0.0} if mode == "pareto" else {}  # the reference point as make_search's
         return {"space": space, "method": method, "bit_choices": choices or j.bit_choices, "target": self.target,
                 "bops_target": j.bops_target, "budget": j.budget, "n_init": j.n_init, "r_max": cfg.search.r_max,
-                "seed": self.seed}
+                "seed": self.seed, **front}
 
     def to_dict(self) -> dict:
         return {"model": ANY_PRECISION, **asdict(self)}
@@ -102,7 +103,11 @@ class JointJob:
 
 def joint_jobs(cfg: StudyConfig) -> list[JointJob]:
     j = cfg.joint
-    return [JointJob(name, t, s) for name in j.settings for t in j.targets for s in j.seeds] if j else []
+    if not j:
+        return []
+    front = [name for name in j.settings if JOINT_SETTINGS[name][3] == "pareto"]
+    return [JointJob(name, t, s) for name in j.settings if name not in front for t in j.targets for s in j.seeds] + \
+        [JointJob(name, 0.0, s) for name in front for s in j.seeds]
 
 
 def final_jobs(cfg: StudyConfig) -> list[FinalJob]:

@@ -17,7 +17,7 @@ from scipy.stats import norm, spearmanr
 from scipy.stats import t as student_t
 
 from .cache import write_text_atomic
-from .config import QUANT_KINDS
+from .config import JOINT_SETTINGS, QUANT_KINDS
 from .gp import pareto_front
 from .jobs import joint_jobs, search_jobs
 from .journal import load_journal
@@ -311,6 +311,7 @@ def joint_frame(study) -> pd.DataFrame:
 
 def _joint_summary(study):
     df = joint_frame(study)
+    df = df[df["setting"].map(lambda name: JOINT_SETTINGS[name][3]) == "constrained"]  # the front has no budget
     keys = ["setting", "target"]
     best = df[df["feasible"]].sort_values("value", kind="stable").groupby(keys + ["seed"]).tail(1)
     best = best.assign(mean_bits=best["bits"].map(lambda b: sum(b.values()) / len(b)),
