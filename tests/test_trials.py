@@ -82,3 +82,17 @@ def test_trial_claims_pairs_by_seed_and_matches_arms():
     assert out.loc["b", "difference"] == pytest.approx(np.mean([0.5, 1, 0])) and "l1" in out.loc["b", "claim"]
     assert out.loc["c", "difference"] == pytest.approx(np.mean([2, 2, 2])) and out.loc["c", "verdict"] == "supported"
     assert out.loc["d", "difference"] == pytest.approx(np.mean([-1, -0.5, -0.5]))
+
+
+def test_a_second_study_writes_its_tables_in_its_own_folder():
+    """Two studies in one results folder: Study v2's tables never overwrite the full study's (their names carry no
+    key); a folder outside tables/ is refused in one line."""
+    from qrepro.study import study_graph
+
+    full, v2 = study_graph("full", "results"), study_graph("fmnist-resnet18", "results")
+    assert full.path("table/baselines").parent.name == "tables"
+    assert v2.path("table/baselines").parent == full.path("table/baselines").parent / "fmnist-resnet18"
+    cfg = load_preset("smoke")
+    for bad in ("../elsewhere", "/tmp/x", "figures"):
+        with pytest.raises(ValueError, match="must be 'tables' or a folder inside it"):
+            type(cfg)(**{**cfg.__dict__, "tables": bad})
