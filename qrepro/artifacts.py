@@ -198,8 +198,10 @@ class Graph:
     """
 
     def __init__(self, artifacts: list[Artifact], root=None, data_identity: Callable[[], dict] | None = None,
-                 rebuild: Callable[[str], str] = lambda stage: f"python -m qrepro study --stages {stage}"):
+                 rebuild: Callable[[str], str] = lambda stage: f"python -m qrepro study --stages {stage}",
+                 study: str | None = None):
         self.artifacts = {a.id: a for a in artifacts}
+        self.study = study  # recorded in every entry: studies sharing a results folder share artifact ids
         if len(self.artifacts) != len(artifacts):
             raise ValueError("artifact ids must be unique")
         self.root = results_dir(root)
@@ -308,7 +310,8 @@ class Graph:
         if legacy:
             comps = {**comps, "code": None}
         entry = {"id": id, "key": config_key(comps), "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                 "components": comps, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                 "components": comps, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 **({"study": self.study} if self.study else {})}
         if legacy:
             entry["legacy"] = True
         if note:
@@ -352,6 +355,14 @@ class Graph:
             why.append("made before code fingerprints")
         return "; ".join(why) or "key changed"
 
+    def _mine(self, entry: dict) -> bool:
+        """Whether a manifest entry is this study's: recorded by it, or by code that recorded no study."""
+        return entry.get("study") in (None, self.study)
+
+    def _entries(self, id: str) -> dict[str, dict]:
+        """This study's manifest entries of ``id``, by relative path."""
+        return {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id and self._mine(e)}
+
     def status(self, id: str) -> Status:
         if id in self._status:
             return self._status[id]
@@ -359,7 +370,7 @@ class Graph:
         expected = self.components(id)
         key = config_key(expected)
         path = self.path(id, key)
-        entries = {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id}
+        entries = self._entries(id)
         here = entries.get(self._rel(path))
         if here is not None and here["key"] == key:
             st = self._check_file(id, path, here, "fresh")
@@ -406,8 +417,8 @@ class Graph:
             if st.state != "stale":
                 continue
             expected = self.components(id)
-            entries = {r: e for r, e in self.manifest()["artifacts"].items() if e.get("id") == id
-                       and all(e["components"].get(c) == expected[c] for c in ("config", "data", "inputs"))}
+            entries = {r: e for r, e in self._entries(id).items()
+                       if all(e["components"].get(c) == expected[c] for c in ("config", "data", "inputs"))}
             if not entries:
                 continue
             rel, e = max(entries.items(), key=lambda kv: kv[1].get("written", ""))
@@ -467,7 +478,7 @@ class Graph:
         versions left behind when a config, input, data or code change gave an artifact a new key."""
         current = {self._rel(self.status(i).path) for i in self.artifacts}
         return [rel for rel, e in self.manifest()["artifacts"].items()
-                if e.get("id") in self.artifacts and rel not in current]
+                if e.get("id") in self.artifacts and self._mine(e) and rel not in current]
 
     def remove_orphans(self) -> list[str]:
         """Delete :meth:`orphans` (files and manifest records) and their sidecars (files named like

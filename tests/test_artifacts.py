@@ -32,11 +32,11 @@ def _writer(text):
     return make
 
 
-def toy(root, data=("d", 1), a_config=1, code=("errors",)):
+def toy(root, data=("d", 1), a_config=1, code=("errors",), study=None, tables="tables"):
     arts = [Artifact("a", "checkpoints", "a", ".txt", _writer("A"), {"n": a_config}, (), code, True, stage="one"),
             Artifact("b", "journals", "b", ".txt", _writer("B"), {}, ("a",), (), stage="two", resumable=True),
-            Artifact("t", "tables", "t", ".csv", _writer("T"), {}, ("b",), (), keyed=False, stage="two")]
-    return Graph(arts, root, data_identity=lambda: {"dataset": data[0], "files": {"x": data[1]}})
+            Artifact("t", tables, "t", ".csv", _writer("T"), {}, ("b",), (), keyed=False, stage="two")]
+    return Graph(arts, root, data_identity=lambda: {"dataset": data[0], "files": {"x": data[1]}}, study=study)
 
 
 def build_all(g):
@@ -166,6 +166,23 @@ def test_older_versions_are_orphans_and_can_be_removed(tmp_path):
     g.remove_orphans()
     assert not old_a.exists() and not sidecar.exists()
     assert g.orphans() == [] and all(s.state == "fresh" for s in g.report())
+
+
+def test_two_studies_in_one_folder_never_see_each_other_s_files_as_their_own(tmp_path):
+    """Two studies with the same artifact ids in one results folder (the full study and Study v2): neither takes
+    the other's files for an older version of its own (status --remove-orphans would delete them) nor for a
+    legacy artifact; each keeps its own, fresh (unkeyed tables in their own folders: StudyConfig.tables)."""
+    one, two = toy(tmp_path, study="one"), toy(tmp_path, a_config=2, study="two", tables="tables/two")
+    build_all(one)
+    build_all(two)
+    for g in (one, two):
+        assert g.orphans() == [] and set(states(g).values()) == {"fresh"}
+    two.remove_orphans()
+    assert set(states(one).values()) == {"fresh"}
+    # an entry recorded before studies were named belongs to whichever study has its id (one study per folder)
+    old = toy(tmp_path / "old")
+    build_all(old)
+    assert set(states(toy(tmp_path / "old", study="one")).values()) == {"fresh"}
 
 
 def test_carry_forward_keeps_what_only_a_code_change_made_stale_and_nothing_else(tmp_path):
