@@ -143,8 +143,10 @@ def test_status_cli_reports_a_swap_with_exit_1(tmp_path, capsys):
 
     root = tmp_path / "results"
     shutil.copytree(RESULTS_DIR, root, ignore=shutil.ignore_patterns("notebooks", "figures"))
-    ck = root / "checkpoints"
-    bnn, dorefa = sorted(ck.glob("base-bnn-*.pt"))[0], sorted(ck.glob("base-dorefa-*.pt"))[0]
+    from qrepro.study import study_graph
+
+    full = study_graph("full", root)  # the folder holds Study v2's base models too
+    bnn, dorefa = full.status("base/bnn").path, full.status("base/dorefa").path
     bnn_bytes = bnn.read_bytes()
     bnn.write_bytes(dorefa.read_bytes())
     dorefa.write_bytes(bnn_bytes)
