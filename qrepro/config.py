@@ -30,9 +30,12 @@ ANY_PRECISION = "anyprec"  # the base model the joint search prunes: DoReFa trai
 # study's `joint.bit_choices`), mode).  The constrained ones run at each size budget: "1bit-bo" / "2bit-bo" are the
 # paper's setting (one precision, BO over ratios), "bits-bo" the bit-widths alone (HAQ's question, answered with
 # BO); "joint-pareto" searches the accuracy / size / BOPs front with qLogNEHVI, once per seed, with no budget
-JOINT_SETTINGS = {"joint-bo": ("joint", "bo", None, "constrained"), "joint-random": ("joint", "random", None, "constrained"),
-                  "bits-bo": ("bits", "bo", None, "constrained"), "2bit-bo": ("joint", "bo", [2], "constrained"),
-                  "1bit-bo": ("joint", "bo", [1], "constrained"), "joint-pareto": ("joint", "bo", None, "pareto")}
+JOINT_SETTINGS = {"joint-bo": ("joint", "bo", None, "constrained"),
+                  "joint-random": ("joint", "random", None, "constrained"),
+                  "bits-bo": ("bits", "bo", None, "constrained"),
+                  "2bit-bo": ("joint", "bo", [2], "constrained"),
+                  "1bit-bo": ("joint", "bo", [1], "constrained"),
+                  "joint-pareto": ("joint", "bo", None, "pareto")}
 
 
 def _check_targets(targets: dict, what: str):
@@ -271,7 +274,8 @@ class StudyConfig:
                              "(e.g. [1, 2, 4, 8])")
         parts = Path(self.tables).parts
         if not parts or parts[0] != "tables" or ".." in parts or Path(self.tables).is_absolute():
-            raise ValueError(f"tables: {self.tables!r} must be 'tables' or a folder inside it, e.g. 'tables/{self.name}'")
+            raise ValueError(f"tables: {self.tables!r} must be 'tables' or a folder inside it, "
+                             f"e.g. 'tables/{self.name}'")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or left out), got {self.limit}")
         if self.loader_workers < 0:
@@ -288,7 +292,8 @@ class StudyConfig:
             t = self.search.compare_target
             missing = [f"{what}.targets.{k}" for what, targets in (("search", self.search.targets),
                                                                      ("final", self.final.targets))
-                       for k in QUANT_KINDS if t not in targets.get(k, []) and (what == "search" or any(targets.values()))]
+                       for k in QUANT_KINDS
+                       if t not in targets.get(k, []) and (what == "search" or any(targets.values()))]
             if missing:
                 raise ValueError(f"search.compare_target {t} must be one of the targets of {', '.join(missing)}")
 

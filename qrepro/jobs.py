@@ -183,6 +183,6 @@ def trial_jobs(cfg: StudyConfig) -> list[TrialJob]:
     missing = sorted({j.search().id for j in jobs.values() if j.search() and j.search().id not in searches})
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ConfigError(f"trials need {len(missing)} searches the preset's [search] does not run ({', '.join(missing[:3])}"
-                          f"{more}); add their targets, methods, seeds or compare_criteria there")
+        raise ConfigError(f"trials need {len(missing)} searches the preset's [search] does not run "
+                          f"({', '.join(missing[:3])}{more}); add their targets, methods, seeds or compare_criteria there")
     return list(jobs.values())

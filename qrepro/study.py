@@ -247,8 +247,8 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
         if optional.get(name, True):
             arts.append(Artifact(f"table/{name}", cfg.tables, name, ".csv", make_table, {"table": name},
                                  table_inputs[name], _code(make_table), keyed=False, stage="tables"))
-    return Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root), rebuild=_rebuild_command(cfg, root, data_root),
-                 study=cfg.name)
+    return Graph(arts, root, data_identity=lambda: _data_identity(cfg, data_root),
+                 rebuild=_rebuild_command(cfg, root, data_root), study=cfg.name)
 
 
 def open_study(preset=False, root=None, data_root=None, progress: bool = True) -> Study:

@@ -434,7 +434,8 @@ def trial_claims(df: pd.DataFrame, joint: pd.DataFrame | None = None) -> pd.Data
                 mean, low, high = paired_interval((wide["joint-bo"] - wide["2bit-bo"]).dropna())
                 rows.append({"question": "e", "claim": "the joint bit-width and pruning search beats the paper's "
                              "setting (2 bits, BO over ratios) at the same size, before fine-tuning",
-                             "model": "anyprec", "target": target, "epochs": 0.0, "seeds": int(wide.notna().all(1).sum()),
+                             "model": "anyprec", "target": target, "epochs": 0.0,
+                             "seeds": int(wide.notna().all(1).sum()),
                              "difference": mean, "low": low, "high": high, "half_width": (high - low) / 2,
                              "least": 0.0, "verdict": verdict(low, high, 0.0), "size_difference_KB": float("nan")})
     ranked = df[df["rank"].notna()]
