@@ -126,7 +126,8 @@ class SearchSettings:
 @dataclass
 class JointSettings:
     """The joint bit-width / pruning stage (``[joint]``, with ``[base.anyprec]``): every setting of
-    ``JOINT_SETTINGS`` at each target (a front: once) and seed, at one evaluation budget.  A target is the fraction of the
+    ``JOINT_SETTINGS`` at each target (a front: once) and seed, at one evaluation budget.  A target is the
+    fraction of the
     any-precision model's size at its own bit-widths (its ``w_bits``) to remove; ``sweep_bits``: the uniform
     bit-widths the any-precision model is evaluated at beside the dedicated models."""
 
@@ -194,7 +195,8 @@ class TrialArms:
         check_names(self.methods, TRIAL_METHODS, "trials.arms.methods")
         check_names(self.criteria, list(VARIANTS), "trials.arms.criteria")
         if not (self.seeds and self.models and self.methods and self.targets and self.epochs):
-            raise ValueError("trials.arms: models, targets, methods, epochs and seeds must each list at least one value")
+            raise ValueError("trials.arms: models, targets, methods, epochs and seeds must each list at least one "
+                             "value")
         if not all(0 < t < 1 for t in self.targets) or not all(e > 0 for e in self.epochs):
             raise ValueError(f"trials.arms: targets must be in (0, 1) and epochs positive, got {self.targets}, "
                              f"{self.epochs}")
@@ -362,8 +364,8 @@ class StudyConfig:
         arms = t.arms[0]
         model = arms.models[0]
         arms = dataclasses.replace(arms, models=[model], targets=targets[model], seeds=self.search.seeds[:1],
-                                   epochs=[0.05], criteria=[c for c in arms.criteria if c in self.search.compare_criteria
-                                                            ][:1])
+                                   epochs=[0.05],
+                                   criteria=[c for c in arms.criteria if c in self.search.compare_criteria][:1])
         return dataclasses.replace(t, arms=[arms], ranked=min(t.ranked, 2), ranked_model=model,
                                    ranked_target=targets[model][0], ranked_seed=self.search.seeds[0])
 

@@ -227,7 +227,8 @@ def subset_loader(loader, n_images: int | None = None, batch_size: int | None = 
     total = len(loader.dataset)
     stop = total if n_images is None else min(skip + n_images, total)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(Subset(loader.dataset, range(min(skip, total), stop)), batch_size=batch_size or loader.batch_size, shuffle=shuffle,
+    return DataLoader(Subset(loader.dataset, range(min(skip, total), stop)), batch_size=batch_size or loader.batch_size,
+                      shuffle=shuffle,
                       generator=g if shuffle else None, num_workers=loader.num_workers,
                       pin_memory=torch.cuda.is_available())
 

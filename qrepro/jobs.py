@@ -184,5 +184,6 @@ def trial_jobs(cfg: StudyConfig) -> list[TrialJob]:
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ConfigError(f"trials need {len(missing)} searches the preset's [search] does not run "
-                          f"({', '.join(missing[:3])}{more}); add their targets, methods, seeds or compare_criteria there")
+                          f"({', '.join(missing[:3])}{more}); add their targets, methods, seeds or compare_criteria "
+                          "there")
     return list(jobs.values())
