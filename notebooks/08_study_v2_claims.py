@@ -42,6 +42,14 @@ from qrepro import report
 preset = "smoke" if smoke else "fmnist-resnet18"
 progress = report.study_progress(preset, results)
 display(progress)
+fig, ax = plt.subplots(figsize=(7, 2.8))
+ax.barh(progress["stage"], progress["usable"], color="tab:green", label="built")
+ax.barh(progress["stage"], progress["left"], left=progress["usable"], color="tab:gray", label="left")
+ax.invert_yaxis()
+ax.set_xlabel("artifacts")
+ax.legend(loc="lower right")
+fig.tight_layout()
+report.save_figure(fig, "study_v2_progress", results)
 ready = not progress.set_index("stage").loc[["trials", "tables"], "left"].any()
 print("Study v2 is complete: every claim below is read from its artifacts." if ready else
       f"Study v2 is in progress ({int(progress['left'].sum())} of {int(progress['artifacts'].sum())} artifacts left: "

@@ -196,7 +196,8 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
                 "criterion_variant": variant(s.criterion), "evaluation": evaluation}
         arts.append(Artifact("recovery", "tables", "recovery", ".json", make_recovery, conf,
                              (f"base/{f.recovery_model}",), _code(make_recovery), True, stage="final"))
-    for job in trial_jobs(cfg):
+    trials = trial_jobs(cfg)
+    for job in trials:
         search = job.search()
         crit = job.criterion_in(cfg)
         conf = {"job": job.to_dict(), "epochs": job.epochs, "lr": cfg.trials.lr, "criterion": crit,
@@ -237,8 +238,7 @@ def study_graph(preset=False, root=None, data_root=None) -> Graph:
             j.id for j in searches if j.method == "bo" and j.mode == "constrained" and j.target == s.compare_target),
         "recovery": ("recovery",), "precision_sweep": ("precision_sweep",),
         "joint_summary": tuple(j.id for j in joints),
-        "trials": tuple(j.id for j in trial_jobs(cfg)), "trial_claims": tuple(j.id for j in trial_jobs(cfg)) +
-        tuple(j.id for j in joints),
+        "trials": tuple(j.id for j in trials), "trial_claims": tuple(j.id for j in trials) + tuple(j.id for j in joints),
     }
     optional = {"criterion_search": bool(s.compare_criteria and finals), "recovery": bool(cfg.final.recovery_epochs),
                 "precision_sweep": bool(cfg.joint), "joint_summary": bool(cfg.joint), "paper_table": bool(finals),

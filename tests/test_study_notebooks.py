@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
            "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances", "layer_sensitivity",
-           "claims_forest", "objective_vs_finetuned"]
+           "claims_forest", "objective_vs_finetuned", "study_v2_progress"]
 TABLES = {
     "trials": {"model", "method", "criterion", "target", "epochs", "seed", "rank", "size_MB", "selection_before",
                "selection_after", "test_top1"},
