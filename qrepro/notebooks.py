@@ -99,6 +99,9 @@ def _run_one(nb: Path, out: Path, smoke: bool, root: Path, timeout: int, kernel:
     try:
         pm.execute_notebook(str(out), str(out), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
                             progress_bar=False, execution_timeout=timeout, record_timing=False,
+                            # a cell's outputs may trail its reply on a loaded machine: wait for them, and fail
+                            # loudly rather than save a copy without them (nbclient waits 4 s, then drops them)
+                            iopub_timeout=120, raise_on_iopub_timeout=True,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice
     except pm.PapermillExecutionError as err:
         return (f"{nb.name} failed: {err.ename}: {err.evalue}\n(executed copy with the traceback: {out})",

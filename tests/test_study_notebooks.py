@@ -429,7 +429,7 @@ def test_every_cell_of_a_lesson_gives_the_same_result_run_twice(lesson, smoke_re
         cells += [cell, nbformat.v4.new_code_cell(cell.source)]
     nb.cells = cells
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    NotebookClient(nb, timeout=600, kernel_name="python3", iopub_timeout=120, raise_on_iopub_timeout=True,
                    resources={"metadata": {"path": str(source.parent)}}).execute()
 
     def seen(cell):  # a stream's text in one piece: how the kernel splits it into messages depends on timing
