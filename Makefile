@@ -54,8 +54,8 @@ test: setup browser ## run the test suite (installs what it needs first)
 test-fast: setup ## the test suite without the smoke study and notebooks
 	$(PY) -m pytest -q -m "not slow"
 
-study: setup ## build the study's artifacts into $(STUDY_DIR) (STUDY=name: qrepro/presets/<name>.toml; SMOKE=1: tiny)
-	$(PY) -m qrepro study --preset $(STUDY) --results $(STUDY_DIR)
+study: setup ## build the study's artifacts into $(STUDY_DIR) (STUDY=name: qrepro/presets/<name>.toml; SMOKE=1: tiny; ONLY='id pattern ...': those and what they need)
+	$(PY) -m qrepro study --preset $(STUDY) --results $(STUDY_DIR) $(if $(ONLY),--only $(ONLY))
 
 status: setup ## one line per artifact of the study: fresh, legacy, stale (why), missing, corrupt (exit 1 unless all usable)
 	$(PY) -m qrepro status --preset $(STUDY) --results $(STUDY_DIR)

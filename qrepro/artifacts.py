@@ -24,6 +24,7 @@ component changed), ``missing``, ``in progress`` or ``corrupt``.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
 import glob
 import hashlib
@@ -511,6 +512,32 @@ class Graph:
 
     def done(self, id: str) -> bool:
         return self.status(id).usable
+
+    def matching(self, patterns) -> list[str]:
+        """The ids that match any of ``patterns`` (shell-style: ``trial/bnn-*-t0.5-*``), in graph order; a
+        pattern that matches none is refused with examples of the ids."""
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(i, p) for i in self.artifacts)]
+        if unmatched:
+            stages = dict.fromkeys(a.stage for a in self.artifacts.values())
+            examples = ", ".join(next(i for i in self.ids(s)) for s in stages)
+            raise BadInput(f"no artifact id matches {' '.join(map(repr, unmatched))}; ids look like: {examples} "
+                                "(python -m qrepro status lists them all)")
+        return [i for i in self.artifacts if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
+
+    def needed(self, ids) -> list[str]:
+        """``ids`` and every input they need that is not usable, recursively, each after its inputs."""
+        order, seen = [], set()
+
+        def visit(id):
+            if id not in seen:
+                seen.add(id)
+                for i in self[id].inputs:
+                    if not self.done(i):
+                        visit(i)
+                order.append(id)
+        for id in ids:
+            visit(id)
+        return order
 
     def check_inputs(self, stages) -> None:
         """Refuse, before any work, a run of ``stages`` that would need an input it neither finds usable

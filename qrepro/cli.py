@@ -194,8 +194,10 @@ def _preset(args):
 
 
 def _cmd_study(args) -> int:
+    if args.stages and args.only:
+        raise BadInput("--stages and --only choose what to build two ways; give one (--only builds what it needs)")
     log = run_study(args.stages or list(STAGES), preset=_preset(args), root=args.results, data_root=args.data_root,
-                    wait=args.wait)
+                    wait=args.wait, only=args.only)
     print(f"study log: {log}")
     return 0
 
@@ -312,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="build the study's artifacts (cached, resumable)")
     st.add_argument("--stages", nargs="+", choices=STAGES, metavar="STAGE",
                     help=f"stages to run, of {' '.join(STAGES)} (default: all)")
+    st.add_argument("--only", nargs="+", metavar="ID",
+                    help="build only the artifacts whose ids match these shell-style patterns ('trial/bnn-*-t0.5-*'; "
+                         "status lists the ids), each after every input it still needs")
     st.add_argument("--device", help="auto, cpu, cuda or cuda:<i> (default: the preset's device field)")
     st.add_argument("--scheduler", metavar="ADDRESS",
                     help="evaluate search candidates on Dask: 'local' (a LocalCluster) or tcp://host:8786 "

@@ -648,8 +648,9 @@ def make_table(ctx: Study, art: Artifact, path: Path):
 
 # --------------------------------------------------------------------------- driver
 def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: bool = True, smoke=None,
-              wait: bool = False) -> Path:
-    """Build every artifact of ``stages`` that is not fresh (or legacy), in order; log the times.  One
+              wait: bool = False, only=None) -> Path:
+    """Build every artifact of ``stages`` that is not fresh (or legacy), in order; log the times.  ``only``
+    (id patterns, ``trial/bnn-*``): those artifacts instead, each after the inputs it still needs.  One
     study writes a results folder at a time (``<results>/study.lock``; ``wait``: wait for the other)."""
     if smoke is not None:
         preset = smoke
@@ -659,6 +660,11 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     check_writable_dir(results_dir(root), "results folder")
     ctx = open_study(preset, root, data_root, progress)
     graph = ctx.graph
+    if only:
+        plan = graph.needed(graph.matching(only))
+        stages = [s for s in STAGES if any(graph[i].stage == s for i in plan)]
+    else:
+        plan = [i for s in STAGES if s in stages for i in graph.ids(s)]
     if distributed.init_from_env(ctx.config.device):
         others = [s for s in stages if s not in DISTRIBUTED_STAGES]
         if others:
@@ -674,22 +680,20 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
         times = {}
         try:
             graph.check_inputs(stages)  # a missing input is named before a cluster starts or any work is done
-            if "search" in stages and not all(graph.done(i) for i in graph.ids("search")):
+            if any(graph[i].stage == "search" and not graph.done(i) for i in plan):
                 ctx.dask_client()  # an unreachable scheduler fails here, before any work
-            for stage in STAGES:
-                if stage not in stages:
-                    continue
-                t0 = time.time()
-                for id in graph.ids(stage):
-                    graph.build(id, ctx)
-                times[stage] = time.time() - t0
-                print(f"[stage {stage}] {times[stage]:.0f} s")
+            for n, id in enumerate(plan):
+                stage, t0 = graph[id].stage, time.time()
+                graph.build(id, ctx)
+                times[stage] = times.get(stage, 0.0) + time.time() - t0
+                if n + 1 == len(plan) or graph[plan[n + 1]].stage != stage:
+                    print(f"[stage {stage}] {times[stage]:.0f} s")
         finally:
             ctx.close()
         log = results_dir(root) / f"study-{ctx.config.name}.json"
         previous = json.loads(log.read_text()) if log.exists() else {}
         runs = previous.get("runs", []) + [{"stages": list(stages), "seconds": times, "finished": time.ctime(),
-                                            "versions": environment_info()}]
+                                            "versions": environment_info()} | ({"only": list(only)} if only else {})]
         write_json_atomic(log, {"settings": ctx.config.to_dict(), "runs": runs})
     return log
 

@@ -11,6 +11,7 @@ from qrepro import artifacts
 from qrepro.artifacts import Artifact, ArtifactError, Graph, source_fingerprint
 from qrepro.cache import config_key
 from qrepro.cli import main
+from qrepro.errors import BadInput
 
 
 def test_key_ignores_order_and_int_float_spelling():
@@ -206,3 +207,13 @@ def test_carry_forward_keeps_what_only_a_code_change_made_stale_and_nothing_else
     g = toy(tmp_path, code=("cache",))
     g.status("a").path.write_text("edited")
     assert "a" not in g.carry_forward("again") and toy(tmp_path, code=("cache",)).status("a").state != "legacy"
+
+
+def test_needed_lists_each_input_not_yet_usable_before_what_needs_it(tmp_path):
+    g = toy(tmp_path)
+    assert g.matching(["t", "b*"]) == ["b", "t"]
+    assert g.needed(["t"]) == ["a", "b", "t"]
+    g.build("a")
+    assert toy(tmp_path).needed(["t", "b"]) == ["b", "t"]
+    with pytest.raises(BadInput, match=r"no artifact id matches 'x\*'; ids look like: a, b"):
+        g.matching(["t", "x*"])

@@ -320,6 +320,30 @@ def test_deleted_journal_is_missing_whatever_else_remains(copy_of, capsys):
     assert "file is gone" in out
 
 
+def test_only_builds_the_chosen_artifacts_and_the_inputs_they_miss(copy_of, capsys):
+    """``study --only``: one trial whose search is gone is rebuilt with that search and nothing else; both come
+    out as the full run made them (same seeds), and a missing search no chosen artifact needs stays missing."""
+    graph = study.study_graph("smoke", copy_of)
+    trial, search, other = ("trial/bnn-random-t0.2612-e0.05-s0", "search/bnn-constrained-random-t0.2612-s0",
+                            "search/dorefa-constrained-random-t0.2612-s0")
+    before = {i: graph.path(i).read_text() for i in (trial, search)}
+    for i in (trial, search, other):
+        graph.path(i).unlink()
+    assert main(["study", "--preset", "smoke", "--results", str(copy_of), "--only", "trial/bnn-random-*"]) == 0
+    capsys.readouterr()
+    code, states, _ = status(capsys, copy_of)
+    assert (states[trial], states[search], states[other]) == ("fresh", "fresh", "missing") and code == 1
+    def evaluations(text):  # what each evaluation chose and scored, not how long it took
+        return [(r["index"], r["x"], r["value"], r["size"]) for r in map(json.loads, text.splitlines())
+                if r["type"] == "eval"]
+    assert evaluations(graph.path(search).read_text()) == evaluations(before[search]) != []
+    new, old = (json.loads(t) for t in (graph.path(trial).read_text(), before[trial]))
+    assert {k: v for k, v in new.items() if k != "seconds"} == {k: v for k, v in old.items() if k != "seconds"}
+    assert main(["study", "--preset", "smoke", "--results", str(copy_of), "--only", "trial/nothing-*"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no artifact id matches 'trial/nothing-*'; ids look like: base/") and err.count("\n") == 1
+
+
 def test_data_root_with_other_files_is_stale(copy_of, capsys, tmp_path):
     import gzip
 
