@@ -182,6 +182,17 @@ def test_every_solution_runs_and_answers_after_its_lesson(smoke_results):
             f"{path.name} printed nothing"
 
 
+def test_seed_spread_pairs_the_finished_trials_by_seed(smoke_results):
+    """tools/seed_spread.py --preset: BO pick minus uniform ratio, read from the two trials' own files."""
+    from test_seed_spread import seed_spread
+    graph = study.study_graph("smoke", smoke_results)
+    test = {m: json.loads(graph.resolve(f"trial/bnn-{m}-t0.2612-e0.05-s0").read_text())["test_acc"]
+            for m in ("bo", "uniform")}
+    d = seed_spread.trial_differences("smoke", smoke_results)
+    assert d[["model", "target", "seed"]].values.tolist() == [["bnn", 0.2612, 0]]
+    assert d.bo_minus_uniform.tolist() == [test["bo"] - test["uniform"]]
+
+
 def test_accuracies_are_percentages(smoke_results):
     for name, col in (("baselines", "test_top1"), ("ablation_summary", "val_top1_mean"),
                       ("search_summary", "best_val_top1_mean"), ("paper_table", "test_top1_mean")):
