@@ -56,6 +56,36 @@ print("Study v2 is complete: every claim below is read from its artifacts." if r
       f"make study STUDY={preset} resumes it); the claims appear here once its trials are done.")
 
 # %% [markdown]
+# ## The pilot: how many seeds (a) needs
+#
+# Question (a)'s pairs built so far, each the BO pick's test top-1 minus the uniform ratio's at one seed. The run
+# builds every (a) cell at seeds 0 and 1 before any other comparison (docs/study-v2.md); the standard deviation of
+# the differences, pooled over the cells, sets the seeds a 95 % interval of half-width 0.3 points needs, by the rule
+# fixed before the pilot. These are not claims: the claims are the intervals below.
+
+# %%
+pairs = report.pilot_pairs(preset, results)
+spread, dof = report.pooled_spread(pairs)
+display(pairs.round({"bo": 2, "uniform": 2, "bo_minus_uniform": 2}))
+if dof:
+    needed = report.seeds_needed(spread)
+    print(f"pooled spread of BO - uniform: {spread:.2f} points ({dof} degrees of freedom); a 95 % half-width of "
+          f"0.3 points needs {needed or 'over 200'} seeds per cell")
+else:
+    print(f"{len(pairs)} pairs built; the spread needs two seeds of one cell")
+if len(pairs):
+    cells = pairs.groupby(["model", "target", "epochs"], sort=True).bo_minus_uniform
+    fig, ax = plt.subplots(figsize=(6, 0.4 * cells.ngroups + 1.4))
+    for row, ((model, target, epochs), diffs) in enumerate(cells):
+        ax.scatter(diffs, [row] * len(diffs), color="tab:blue")
+    ax.set_yticks(range(cells.ngroups), [f"{m} {100 * t:.2f} %, {e:g} ep." for m, t, e in cells.groups])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("BO pick - uniform ratio, test top-1 (points), one point per seed")
+    fig.tight_layout()
+    report.save_figure(fig, "pilot_pairs", results)
+
+# %% [markdown]
 # ## Every claim, with its interval
 #
 # One row per question, model, target and fine-tuning length; the difference is in test top-1 points ((f):

@@ -2,8 +2,8 @@
 
 Every read goes through the study's artifact graph, which refuses a missing, stale or corrupt
 artifact: :func:`read_table`, :func:`ablation_frame`, :func:`search_frame`, :func:`gp_slice`,
-:func:`base_models`, :func:`load_base`, :func:`read_json`, :func:`joint_frame`.  Nothing here computes a result;
-figures are written as PNG and PDF under ``results/figures``.
+:func:`base_models`, :func:`load_base`, :func:`read_json`, :func:`joint_frame`, :func:`trial_frame`.  Nothing
+here computes a result; figures are written as PNG and PDF under ``results/figures``.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from . import tables
 from .config import BASE_KINDS, QUANT_KINDS, load_preset  # noqa: F401  (the notebooks' vocabulary)
@@ -112,6 +113,52 @@ def study_progress(preset=False, root=None) -> pd.DataFrame:
     return out.assign(left=out["artifacts"] - out["usable"])
 
 
-def trial_frame(preset=False, root=None) -> pd.DataFrame:
-    """Every trial of Study v2 (:func:`qrepro.tables.trial_frame`)."""
-    return tables.trial_frame(open_study(preset, root))
+class _Built:
+    """A study whose graph lists only the artifacts built so far: what a study in progress can already show."""
+
+    def __init__(self, graph):
+        self.graph, self._graph = self, graph
+
+    def ids(self, stage=None) -> list[str]:
+        return [i for i in self._graph.ids(stage) if self._graph.done(i)]
+
+    def resolve(self, id: str):
+        return self._graph.resolve(id)
+
+
+def trial_frame(preset=False, root=None, built_only: bool = False) -> pd.DataFrame:
+    """Every trial of Study v2 (:func:`qrepro.tables.trial_frame`); ``built_only``: those built so far."""
+    study = open_study(preset, root)
+    return tables.trial_frame(_Built(study.graph) if built_only else study)
+
+
+def pilot_pairs(preset=False, root=None) -> pd.DataFrame:
+    """Question (a)'s pairs built so far, one row per model, target, fine-tuning length and seed: the BO pick's and
+    the uniform ratio's test top-1 and their difference (what the seed count is chosen from, not a claim)."""
+    df = trial_frame(preset, root, built_only=True)
+    if not df.empty:
+        df = df[df.criterion.isna() & df["rank"].isna() & df.method.isin(["bo", "uniform"])]
+    if df.empty:
+        return pd.DataFrame(columns=["model", "target", "epochs", "seed", "bo", "uniform", "bo_minus_uniform"])
+    wide = df.pivot_table(index=["model", "target", "epochs", "seed"], columns="method", values="test_top1")
+    wide = wide.reindex(columns=["bo", "uniform"]).dropna()
+    return wide.assign(bo_minus_uniform=wide["bo"] - wide["uniform"]).reset_index().rename_axis(columns=None)
+
+
+def pooled_spread(pairs: pd.DataFrame) -> tuple[float, int]:
+    """The standard deviation of ``bo_minus_uniform`` pooled over cells (model, target, epochs), and its degrees
+    of freedom (nan, 0 while no cell has two seeds)."""
+    cells = pairs.groupby(["model", "target", "epochs"]).bo_minus_uniform
+    dof = int((cells.count() - 1).clip(lower=0).sum())
+    if dof == 0:
+        return float("nan"), 0
+    return float(np.sqrt((cells.var(ddof=1).fillna(0) * (cells.count() - 1)).sum() / dof)), dof
+
+
+def seeds_needed(spread: float, half_width: float = 0.3, most: int = 200) -> int | None:
+    """The fewest paired seeds whose 95 % t-interval has a half-width of at most ``half_width``, for a paired
+    difference of standard deviation ``spread`` (None: more than ``most``)."""
+    for n in range(2, most + 1):
+        if student_t.ppf(0.975, n - 1) * spread / np.sqrt(n) <= half_width:
+            return n
+    return None

@@ -1,13 +1,10 @@
-"""tools/seed_spread.py: the seeds a 95 % interval of a given half-width needs, against hand-computed t-intervals."""
-import importlib.util
-from pathlib import Path
+"""The seed count of Study v2's rule (docs/study-v2.md) against hand-computed t-intervals and pooled spreads."""
+import math
 
+import pandas as pd
 import pytest
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "seed_spread.py"
-_spec = importlib.util.spec_from_file_location("seed_spread", TOOL)
-seed_spread = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seed_spread)
+from qrepro.report import pooled_spread, seeds_needed
 
 
 @pytest.mark.parametrize("spread, seeds", [
@@ -16,8 +13,22 @@ _spec.loader.exec_module(seed_spread)
     (0.1, 3),   # n = 2: 12.706 * 0.1 / 1.414 = 0.898; n = 3: 4.303 * 0.1 / 1.732 = 0.248
 ])
 def test_seeds_needed_is_the_first_count_whose_half_width_is_small_enough(spread, seeds):
-    assert seed_spread.seeds_needed(spread, 0.3) == seeds
+    assert seeds_needed(spread, 0.3) == seeds
 
 
 def test_a_spread_no_count_reaches_says_so():
-    assert seed_spread.seeds_needed(5.0, 0.3, most=20) is None
+    assert seeds_needed(5.0, 0.3, most=20) is None
+
+
+def test_pooled_spread_weighs_each_cell_by_its_degrees_of_freedom():
+    # cell A: 1, 3 (variance 2, 1 dof); cell B: 0, 1, 2 (variance 1, 2 dof); cell C: one seed (no dof)
+    pairs = pd.DataFrame({"model": ["bnn"] * 5 + ["dorefa"], "target": [0.5, 0.5, 0.7, 0.7, 0.7, 0.5],
+                          "epochs": 1.0, "bo_minus_uniform": [1.0, 3.0, 0.0, 1.0, 2.0, 9.0]})
+    spread, dof = pooled_spread(pairs)
+    assert dof == 3 and spread == pytest.approx(math.sqrt((2 * 1 + 1 * 2) / 3))
+
+
+def test_one_seed_per_cell_has_no_spread_yet():
+    spread, dof = pooled_spread(pd.DataFrame({"model": ["bnn"], "target": [0.5], "epochs": [1.0],
+                                              "bo_minus_uniform": [0.4]}))
+    assert dof == 0 and math.isnan(spread)

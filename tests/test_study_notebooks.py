@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIGURES = ["quantizers_ste", "weight_histograms", "filter_norms", "training_curves", "ablation_bn",
            "ablation_finetune", "search_convergence", "search_ratios", "gp_posterior", "pareto_front",
            "pareto_hypervolume", "recovery", "search_criteria", "final_accuracy_size", "nearest_neighbour_distances", "layer_sensitivity",
-           "claims_forest", "objective_vs_finetuned", "study_v2_progress"]
+           "claims_forest", "objective_vs_finetuned", "study_v2_progress", "pilot_pairs"]
 TABLES = {
     "trials": {"model", "method", "criterion", "target", "epochs", "seed", "rank", "size_MB", "selection_before",
                "selection_after", "test_top1"},
@@ -182,15 +182,20 @@ def test_every_solution_runs_and_answers_after_its_lesson(smoke_results):
             f"{path.name} printed nothing"
 
 
-def test_seed_spread_pairs_the_finished_trials_by_seed(smoke_results):
-    """tools/seed_spread.py --preset: BO pick minus uniform ratio, read from the two trials' own files."""
-    from test_seed_spread import seed_spread
+def test_pilot_pairs_read_the_built_trials_by_seed(smoke_results, tmp_path):
+    """report.pilot_pairs (tools/seed_spread.py --preset): BO pick minus uniform ratio, from the two trials' own
+    files; in a study in progress, only the pairs whose trials are both built."""
     graph = study.study_graph("smoke", smoke_results)
     test = {m: json.loads(graph.resolve(f"trial/bnn-{m}-t0.2612-e0.05-s0").read_text())["test_acc"]
             for m in ("bo", "uniform")}
-    d = seed_spread.trial_differences("smoke", smoke_results)
-    assert d[["model", "target", "seed"]].values.tolist() == [["bnn", 0.2612, 0]]
+    d = report.pilot_pairs("smoke", smoke_results)
+    assert d[["model", "target", "epochs", "seed"]].values.tolist() == [["bnn", 0.2612, 0.05, 0]]
     assert d.bo_minus_uniform.tolist() == [test["bo"] - test["uniform"]]
+    partial = tmp_path / "results"
+    shutil.copytree(smoke_results, partial, ignore=shutil.ignore_patterns("notebooks", "figures"))
+    study.study_graph("smoke", partial).path("trial/bnn-uniform-t0.2612-e0.05-s0").unlink()
+    assert report.pilot_pairs("smoke", partial).empty
+    assert len(report.trial_frame("smoke", partial, built_only=True)) == len(report.trial_frame("smoke", smoke_results)) - 1
 
 
 def test_accuracies_are_percentages(smoke_results):
