@@ -679,7 +679,8 @@ def run_study(stages=STAGES, preset=False, root=None, data_root=None, progress: 
     with writer:
         times = {}
         try:
-            graph.check_inputs(stages)  # a missing input is named before a cluster starts or any work is done
+            if not only:  # (``needed`` put every missing input of ``only`` in the plan)
+                graph.check_inputs(stages)  # a missing input is named before a cluster starts or any work is done
             if any(graph[i].stage == "search" and not graph.done(i) for i in plan):
                 ctx.dask_client()  # an unreachable scheduler fails here, before any work
             for n, id in enumerate(plan):

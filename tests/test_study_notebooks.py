@@ -355,6 +355,9 @@ def test_only_builds_the_chosen_artifacts_and_the_inputs_they_miss(copy_of, caps
     assert evaluations(graph.path(search).read_text()) == evaluations(before[search]) != []
     new, old = (json.loads(t) for t in (graph.path(trial).read_text(), before[trial]))
     assert {k: v for k, v in new.items() if k != "seconds"} == {k: v for k, v in old.items() if k != "seconds"}
+    graph.path("search/bnn-constrained-bo-bn_scale-t0.2612-s0").unlink()  # another trial's input: not this one's
+    assert main(["study", "--preset", "smoke", "--results", str(copy_of), "--only", "trial/bnn-unpruned-*"]) == 0
+    assert "[cached]" in capsys.readouterr().out
     assert main(["study", "--preset", "smoke", "--results", str(copy_of), "--only", "trial/nothing-*"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no artifact id matches 'trial/nothing-*'; ids look like: base/") and err.count("\n") == 1
