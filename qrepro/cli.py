@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -360,7 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # as a program: `kill` (SIGTERM) stops a run as Ctrl-C does, keeping what was written and closing a Dask
+        # cluster; and Ctrl-C works even where a shell started the run in the background with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -131,6 +131,25 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_the_uninterrupt
     assert json.dumps(torch.load(state, weights_only=True)) == json.dumps({"key": {"config": {}}, "step": 1})
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_kill_or_ctrl_c_ends_a_background_run_as_an_interrupt_keeping_its_state(tmp_path, sig):
+    """`kill` (SIGTERM), and Ctrl-C in a run whose shell started it with SIGINT ignored (`nohup cmd &`), stop it
+    as KeyboardInterrupt does: one line, exit code 130, the last epoch's state kept for the resume."""
+    cmd = [sys.executable, "-m", "qrepro", "train", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "500",
+           "--device", "cpu", "--out", "long.pt"]
+    state = tmp_path / "long.pt.train-state"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted; what was written is kept (rerun to resume)"
+    assert state.exists() and not (tmp_path / "long.pt").exists()
+
+
 HANG = """
 import sys, time
 from qrepro import distributed
