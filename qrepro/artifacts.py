@@ -516,13 +516,13 @@ class Graph:
     def matching(self, patterns) -> list[str]:
         """The ids that match any of ``patterns`` (shell-style: ``trial/bnn-*-t0.5-*``), in graph order; a
         pattern that matches none is refused with examples of the ids."""
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(i, p) for i in self.artifacts)]
+        hits = {p: set(fnmatch.filter(self.artifacts, p)) for p in patterns}
+        unmatched = [p for p, ids in hits.items() if not ids]
         if unmatched:
-            stages = dict.fromkeys(a.stage for a in self.artifacts.values())
-            examples = ", ".join(next(i for i in self.ids(s)) for s in stages)
+            examples = ", ".join(self.ids(s)[0] for s in dict.fromkeys(a.stage for a in self.artifacts.values()))
             raise BadInput(f"no artifact id matches {' '.join(map(repr, unmatched))}; ids look like: {examples} "
-                                "(python -m qrepro status lists them all)")
-        return [i for i in self.artifacts if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
+                           "(python -m qrepro status lists them all)")
+        return [i for i in self.artifacts if any(i in ids for ids in hits.values())]
 
     def needed(self, ids) -> list[str]:
         """``ids`` and every input they need that is not usable, recursively, each after its inputs."""

@@ -136,12 +136,18 @@ def pilot_pairs(preset=False, root=None) -> pd.DataFrame:
     """Question (a)'s pairs built so far, one row per model, target, fine-tuning length and seed: the BO pick's and
     the uniform ratio's test top-1 and their difference (what the seed count is chosen from, not a claim)."""
     df = trial_frame(preset, root, built_only=True)
+    return bo_uniform_pairs(df[df["rank"].isna()] if not df.empty else df, "test_top1")
+
+
+def bo_uniform_pairs(df: pd.DataFrame, value: str) -> pd.DataFrame:
+    """The study's own criterion's BO rows of ``df`` beside its uniform rows of the same model, target, fine-tuning
+    length and seed: columns ``bo``, ``uniform`` (from ``value``) and ``bo_minus_uniform``."""
+    index = ["model", "target", "epochs", "seed"]
     if not df.empty:
-        df = df[df.criterion.isna() & df["rank"].isna() & df.method.isin(["bo", "uniform"])]
+        df = df[df.criterion.isna() & df.method.isin(["bo", "uniform"])]
     if df.empty:
-        return pd.DataFrame(columns=["model", "target", "epochs", "seed", "bo", "uniform", "bo_minus_uniform"])
-    wide = df.pivot_table(index=["model", "target", "epochs", "seed"], columns="method", values="test_top1")
-    wide = wide.reindex(columns=["bo", "uniform"]).dropna()
+        return pd.DataFrame(columns=[*index, "bo", "uniform", "bo_minus_uniform"])
+    wide = df.pivot_table(index=index, columns="method", values=value).reindex(columns=["bo", "uniform"]).dropna()
     return wide.assign(bo_minus_uniform=wide["bo"] - wide["uniform"]).reset_index().rename_axis(columns=None)
 
 
@@ -149,7 +155,7 @@ def pooled_spread(pairs: pd.DataFrame) -> tuple[float, int]:
     """The standard deviation of ``bo_minus_uniform`` pooled over cells (model, target, epochs), and its degrees
     of freedom (nan, 0 while no cell has two seeds)."""
     cells = pairs.groupby(["model", "target", "epochs"]).bo_minus_uniform
-    dof = int((cells.count() - 1).clip(lower=0).sum())
+    dof = int((cells.count() - 1).sum())
     if dof == 0:
         return float("nan"), 0
     return float(np.sqrt((cells.var(ddof=1).fillna(0) * (cells.count() - 1)).sum() / dof)), dof

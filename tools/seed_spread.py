@@ -21,20 +21,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from the source tree
 
 from qrepro.config import load_preset
-from qrepro.report import pilot_pairs, pooled_spread, read_json, seeds_needed
+from qrepro.report import bo_uniform_pairs, pilot_pairs, pooled_spread, read_json, seeds_needed
 from qrepro.tables import markdown_table
 
 
 def paired_differences(results) -> pd.DataFrame:
     """The full study's fine-tuned BO picks and uniform ratios, paired by fine-tuning seed."""
     metrics = read_json("test_metrics", "full", results)
+    epochs = float(load_preset("full").final.epochs)
     rows = [{**{k: v["job"][k] for k in ("model", "method", "target", "seed")}, "criterion": v["job"].get("criterion"),
-             "test": v["test_acc"]} for v in metrics["final"].values()]
-    df = pd.DataFrame(rows)
-    df = df[df.criterion.isna() & df.method.isin(["bo", "uniform"])]
-    wide = df.pivot_table(index=["model", "target", "seed"], columns="method", values="test").dropna()
-    wide["bo_minus_uniform"] = wide["bo"] - wide["uniform"]
-    return wide.reset_index().assign(epochs=float(load_preset("full").final.epochs))
+             "epochs": epochs, "test": v["test_acc"]} for v in metrics["final"].values()]
+    return bo_uniform_pairs(pd.DataFrame(rows), "test")
 
 
 def main(argv=None) -> int:
