@@ -6,8 +6,9 @@
 2. **study**: the ``cifar10-resnet20`` preset at ``--limit 512`` on generated CIFAR-shaped data,
    every stage end to end on the device, then ``status`` (every artifact must be fresh);
 3. **throughput**: training images/s of BNN and DoReFa 2-bit against full precision, measured
-   side by side (ResNet-20 at batch 128 and 1024; ResNet-18 at 224 with bf16 and channels-last),
-   and one search evaluation (prune, BatchNorm re-estimation, 1,000 validation images);
+   side by side (ResNet-20 at batch 128 and 1024; ResNet-18 at 28 px, Study v2's network, and at 224 with
+   bf16 and channels-last),
+   and one search evaluation of each network (prune, BatchNorm re-estimation, 1,000 validation images);
 4. **inference**: inference time of BNN and DoReFa models pruned by half against unpruned, as
    modules and fused (``qrepro.inference``), beside the MAC ratio (ResNet-20 at batch 1024,
    ResNet-18 at 224 and batch 64): issue 14's inference row on the GPU.
@@ -57,11 +58,11 @@ def section_tests(device) -> dict:
         import pytest  # noqa: F401
     except ImportError:
         return {"skipped": "pytest is not installed here"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "--tb=short", "-m", "gpu", "-p", "no:cacheprovider",
                           str(REPO / "tests" / "test_gpu.py")], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    tail = (run.stdout + run.stderr).strip().splitlines()[-15:]
-    print("\n".join(tail))
+    tail = (run.stdout + run.stderr).strip().splitlines()[-200:]  # enough to say why each failure failed
+    print("\n".join(tail[-40:]))
     return {"returncode": run.returncode, "tail": tail, "ok": run.returncode == 0}
 
 
@@ -104,13 +105,15 @@ def _train_rate(model, x, y, steps: int, bf16: bool, device) -> float:
 
 def section_throughput(device, steps: int = 20) -> dict:
     rows = {}
-    settings = [("resnet20", 128, (1, 28, 28), False, False), ("resnet20", 1024, (1, 28, 28), False, False),
-                ("resnet18", 256, (3, 224, 224), True, True)]
+    study_v2 = {"in_channels": 1, "num_classes": 10}  # Study v2's network: ResNet-18 on 28x28 Fashion-MNIST
+    settings = [("resnet20", 128, (1, 28, 28), False, False, {"in_channels": 1}),
+                ("resnet20", 1024, (1, 28, 28), False, False, {"in_channels": 1}),
+                ("resnet18", 128, (1, 28, 28), False, False, study_v2),
+                ("resnet18", 256, (3, 224, 224), True, True, {})]
     if device.type != "cuda":
-        settings = [("resnet20", 128, (1, 28, 28), False, False)]
-    for arch, batch, shape, bf16, cl in settings:
+        settings = settings[:1]
+    for arch, batch, shape, bf16, cl, kwargs in settings:
         torch.manual_seed(0)
-        kwargs = {"in_channels": shape[0]} if arch == "resnet20" else {}
         fp = build_model(arch, **kwargs)
         models = {"fp": fp, "bnn": quantize_model(fp, "bnn"), "dorefa": quantize_model(fp, "dorefa")}
         x = torch.randn(batch, *shape, device=device)
@@ -126,19 +129,22 @@ def section_throughput(device, steps: int = 20) -> dict:
             for k, m in models.items():
                 rates[k].append(_train_rate(m, x, y, steps, bf16, device))
         med = {k: statistics.median(v) for k, v in rates.items()}
-        name = f"{arch}_b{batch}" + ("_bf16_cl" if bf16 else "")
+        name = f"{arch}_b{batch}_{shape[-1]}px" + ("_bf16_cl" if bf16 else "")
         rows[name] = {"images_per_s": med, "bnn_over_fp": med["bnn"] / med["fp"],
                       "dorefa_over_fp": med["dorefa"] / med["fp"]}
         print(f"{name}: fp {med['fp']:.0f} img/s, BNN x{rows[name]['bnn_over_fp']:.2f}, "
               f"DoReFa x{rows[name]['dorefa_over_fp']:.2f}")
-    rows["search_evaluation_seconds"] = _evaluation_seconds(device)
-    print(f"one search evaluation: {rows['search_evaluation_seconds']:.3f} s")
+    rows["search_evaluation_seconds"] = {arch: _evaluation_seconds(device, arch, kwargs)
+                                         for arch, kwargs in [("resnet20", {"in_channels": 1}),
+                                                              ("resnet18", study_v2)]}
+    print("one search evaluation: " + ", ".join(f"{a} {s:.3f} s" for a, s in rows["search_evaluation_seconds"].items()))
     return {"ok": True, **rows}
 
 
-def _evaluation_seconds(device) -> float:
+def _evaluation_seconds(device, arch: str, kwargs: dict) -> float:
+    """One search evaluation of a BNN ``arch`` on 28x28 images: prune, BatchNorm re-estimation, 1,000 images."""
     splits = load_synthetic(n_train=2048, n_test=128, image_size=28, batch_size=128, val_size=1024).to(device)
-    model = quantize_model(build_model("resnet20", in_channels=1, num_classes=4), "bnn").to(device)
+    model = quantize_model(build_model(arch, **{**kwargs, "num_classes": 4}), "bnn").to(device)
     obj = PruneObjective(model, splits, bn_batches=5, val_images=1000)
     ratios = {n: 0.4 for n in prunable_layers(model)}
     obj(ratios)

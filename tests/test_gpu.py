@@ -33,16 +33,24 @@ def test_prune_on_cuda_keeps_the_device_and_matches_the_cpu(scheme, criterion):
     assert p_cpu.pruned["kept"] == p_gpu.pruned["kept"]
     assert {p.device.type for p in p_gpu.parameters()} == {"cuda"}
     assert {b.device.type for b in p_gpu.buffers()} == {"cuda"}
-    x = torch.randn(4, 1, 28, 28)
+    # the same pruned network, tensor for tensor (not its outputs: CPU and GPU convolutions round differently,
+    # and a binary network's signs amplify any difference); kept weights are copies, equal to the bit, while the
+    # quantizers' scales are means that the GPU reduces in another order
+    gpu_state, cpu_state = p_gpu.state_dict(), p_cpu.state_dict()
+    assert gpu_state.keys() == cpu_state.keys()
+    for name, t in cpu_state.items():
+        torch.testing.assert_close(gpu_state[name].cpu(), t, rtol=1e-6, atol=0, msg=lambda m, name=name: f"{name}: {m}")
     with torch.no_grad():
-        assert torch.allclose(p_cpu(x), p_gpu(x.to(CUDA)).cpu(), atol=1e-3, rtol=1e-3)
+        assert p_gpu(torch.randn(4, 1, 28, 28, device=CUDA)).shape == (4, 10)
 
 
 def test_in_memory_loader_on_cuda_serves_the_cpu_batches():
     splits = load_splits("synthetic", batch_size=16)
     on_gpu = splits.to(CUDA)
     for (xc, yc), (xg, yg) in zip(splits.train, on_gpu.train):
-        assert xg.device.type == "cuda" and torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+        assert xg.device.type == "cuda" and torch.equal(yc, yg.cpu())
+        # the same images, order and augmentation; CUDA divides by a scalar's reciprocal, so the last bit may differ
+        torch.testing.assert_close(xg.cpu(), xc, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("bf16", [False, True])
