@@ -7,7 +7,8 @@ A table in ``README.md`` sits between two markers, each at the start of a line::
     <!-- /table -->
 
 ``python -m qrepro readme`` (``make readme``) replaces every such block with the current
-``tables/<name>.md``; ``--check`` only says which blocks differ (exit 1), so a test can keep the
+``tables/<name>.md``; a name may go through folders under ``tables/`` (``fmnist-resnet18/trial_claims``:
+a study that writes its tables beside the others, ``StudyConfig.tables``); ``--check`` only says which blocks differ (exit 1), so a test can keep the
 README and the committed cache from drifting apart.  The prose around the tables is written by
 hand, from the same numbers.
 """
@@ -20,8 +21,10 @@ from .cache import write_text_atomic
 from .errors import BadInput
 from .paths import README_PATH, require_source_tree, tables_dir
 
-# markers start a line (a marker quoted inside a sentence is text, not a block)
-BLOCK = re.compile(r"^(<!-- table: (?P<name>[A-Za-z0-9_]+) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
+# markers start a line (a marker quoted inside a sentence is text, not a block); a name is a path under tables/ of
+# letters, digits, _ and - (no dots: it cannot leave the tables folder)
+BLOCK = re.compile(r"^(<!-- table: (?P<name>[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*) -->\n)(?P<body>.*?)^(<!-- /table -->)",
+                   re.S | re.M)
 OPEN = re.compile(r"^<!-- table:", re.M)
 
 
@@ -35,7 +38,7 @@ def table_blocks(text: str) -> dict[str, str]:
     unclosed = len(OPEN.findall(text)) - len(blocks)
     if unclosed:
         raise BadInput(f"the README has {unclosed} '<!-- table: NAME -->' marker(s) without a matching "
-                       "'<!-- /table -->' on a later line (or with a name other than letters, digits and _); "
+                       "'<!-- /table -->' on a later line (or with a name other than letters, digits, _, - and /); "
                        "close each block")
     return blocks
 

@@ -39,10 +39,20 @@ def test_sync_rewrites_the_blocks_and_keeps_the_prose(tmp_path):
     assert sync_readme(tmp_path, readme) == []
 
 
+def test_a_block_names_a_table_in_a_folder_under_tables(tmp_path):
+    """Study v2 writes its tables to tables/fmnist-resnet18/ (StudyConfig.tables); the README shows them by path."""
+    readme = write_case(tmp_path, "Intro.\n<!-- table: v2-study/claims_b -->\nold\n<!-- /table -->\nEnd.\n")
+    (tmp_path / "tables" / "v2-study").mkdir()
+    (tmp_path / "tables" / "v2-study" / "claims_b.md").write_text(TABLE_B)
+    assert sync_readme(tmp_path, readme) == ["v2-study/claims_b"]
+    assert readme.read_text() == "Intro.\n<!-- table: v2-study/claims_b -->\n" + TABLE_B + "<!-- /table -->\nEnd.\n"
+
+
 @pytest.mark.parametrize("text, match", [
     ("<!-- table: missing -->\nx\n<!-- /table -->\n", r"table 'missing' but .*missing\.md does not exist; build it"),
     ("<!-- table: a -->\nx\n", r"1 '<!-- table: NAME -->' marker\(s\) without a matching '<!-- /table -->'"),
     ("<!-- table: a -->\nx\n<!-- /table -->\n<!-- table: a -->\ny\n<!-- /table -->\n", "marks table 'a' twice"),
+    ("<!-- table: ../a -->\nx\n<!-- /table -->\n", r"1 '<!-- table: NAME -->' marker\(s\) without a matching"),
 ])
 def test_bad_readme_blocks_are_one_line_and_leave_the_file(tmp_path, capsys, text, match):
     readme = write_case(tmp_path, text)
