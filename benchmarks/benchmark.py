@@ -31,8 +31,8 @@
   at 60 observations;
 * gpu (where CUDA is present, else one line saying so): the GPU rows of issue 14, from
   ``benchmarks/gpu_check.py``'s throughput section: BNN and DoReFa training throughput against
-  full precision on the GPU (ResNet-20 at batch 128 and 1024, ResNet-18 at 224 in bf16,
-  channels-last), and one search evaluation's time.
+  full precision on the GPU (ResNet-20 at batch 128 and 1024; ResNet-18 at 28 px, Study v2's network,
+  and at 224 in bf16, channels-last), and one search evaluation's time for each network.
 
 Every row is also written to ``--json PATH`` (keys named after the rows).  One module per section
 (``bench_<section>.py``), timing helpers in ``timing.py``; rows measured at earlier commits, and why
