@@ -754,6 +754,6 @@ def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], in
                      "files with status --rebuild-manifest")
     elif bad:
         first = next(s for s in report_ if not s.usable)
-        lines.append(f"rebuild with: {graph.rebuild(graph[first.id].stage).replace('--stages ' + graph[first.id].stage, '')}"
+        lines.append(f"rebuild with: {graph.rebuild(graph[first.id].stage).replace(' --stages ' + graph[first.id].stage, '')}"
                      .rstrip())
     return lines, int(bad)
