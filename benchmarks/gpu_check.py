@@ -7,8 +7,8 @@
    every stage end to end on the device, then ``status`` (every artifact must be fresh);
 3. **throughput**: training images/s of BNN and DoReFa 2-bit against full precision, measured
    side by side (ResNet-20 at batch 128 and 1024; ResNet-18 at 28 px, Study v2's network, and at 224 with
-   bf16 and channels-last),
-   and one search evaluation of each network (prune, BatchNorm re-estimation, 1,000 validation images);
+   bf16 and channels-last), and one search evaluation of each network (prune, BatchNorm re-estimation,
+   1,000 validation images);
 4. **inference**: inference time of BNN and DoReFa models pruned by half against unpruned, as
    modules and fused (``qrepro.inference``), beside the MAC ratio (ResNet-20 at batch 1024,
    ResNet-18 at 224 and batch 64): issue 14's inference row on the GPU.

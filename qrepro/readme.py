@@ -7,10 +7,10 @@ A table in ``README.md`` sits between two markers, each at the start of a line::
     <!-- /table -->
 
 ``python -m qrepro readme`` (``make readme``) replaces every such block with the current
-``tables/<name>.md``; a name may go through folders under ``tables/`` (``fmnist-resnet18/trial_claims``:
-a study that writes its tables beside the others, ``StudyConfig.tables``); ``--check`` only says which blocks differ (exit 1), so a test can keep the
-README and the committed cache from drifting apart.  The prose around the tables is written by
-hand, from the same numbers.
+``tables/<name>.md``, where a name may go through folders (``fmnist-resnet18/trial_claims``: a study
+that writes its tables beside the others, ``StudyConfig.tables``); ``--check`` only says which blocks
+differ (exit 1), so a test can keep the README and the committed cache from drifting apart.  The prose
+around the tables is written by hand, from the same numbers.
 """
 from __future__ import annotations
 

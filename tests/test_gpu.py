@@ -34,7 +34,7 @@ def test_prune_on_cuda_keeps_the_device_and_matches_the_cpu(scheme, criterion):
     assert {p.device.type for p in p_gpu.parameters()} == {"cuda"}
     assert {b.device.type for b in p_gpu.buffers()} == {"cuda"}
     # the same pruned network, tensor for tensor (not its outputs: CPU and GPU convolutions round differently,
-    # and a binary network's signs amplify any difference); kept weights are copies, equal to the bit, while the
+    # and a binary network's signs amplify any difference), to 1e-6: the kept weights are copies, but the
     # quantizers' scales are means that the GPU reduces in another order
     gpu_state, cpu_state = p_gpu.state_dict(), p_cpu.state_dict()
     assert gpu_state.keys() == cpu_state.keys()
