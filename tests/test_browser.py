@@ -31,10 +31,11 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _copy_of_project(dest: Path) -> Path:
-    """The project's tracked and untracked (not ignored) files in a new git repository, committed."""
+    """The project's tracked and untracked (not ignored) files in a new git repository, committed; files over
+    10 MB (Study v2's base checkpoints, which the lesson does not read) stay out."""
     files = _git(ROOT, "ls-files", "-co", "--exclude-standard").splitlines()
     for name in files:
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_file() and (ROOT / name).stat().st_size <= 10_000_000:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     _git(dest, "init", "-q")
