@@ -161,6 +161,17 @@ def pooled_spread(pairs: pd.DataFrame) -> tuple[float, int]:
     return float(np.sqrt((cells.var(ddof=1).fillna(0) * (cells.count() - 1)).sum() / dof)), dof
 
 
+def seeds_for_claims(claims: pd.DataFrame, half_width: float = 0.3) -> pd.Series:
+    """For each t-interval row of a claims table ((a)-(e)), the seeds a 95 % half-width of ``half_width`` needs at
+    the spread its own seeds show (recovered from its half-width); None where it already has them or is (f)."""
+    def needed(r):
+        if r.question == "f" or not r.seeds >= 2 or np.isnan(r.half_width):
+            return None
+        spread = r.half_width * np.sqrt(r.seeds) / student_t.ppf(0.975, r.seeds - 1)
+        return seeds_needed(spread, half_width) if r.half_width > half_width else None
+    return pd.Series([needed(r) for r in claims.itertuples()], index=claims.index, dtype="object")
+
+
 def seeds_needed(spread: float, half_width: float = 0.3, most: int = 200) -> int | None:
     """The fewest paired seeds whose 95 % t-interval has a half-width of at most ``half_width``, for a paired
     difference of standard deviation ``spread`` (None: more than ``most``)."""

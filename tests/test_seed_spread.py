@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from qrepro.report import pooled_spread, seeds_needed
+from qrepro.report import pooled_spread, seeds_for_claims, seeds_needed
 
 
 @pytest.mark.parametrize("spread, seeds", [
@@ -32,3 +32,11 @@ def test_one_seed_per_cell_has_no_spread_yet():
     spread, dof = pooled_spread(pd.DataFrame({"model": ["bnn"], "target": [0.5], "epochs": [1.0],
                                               "bo_minus_uniform": [0.4]}))
     assert dof == 0 and math.isnan(spread)
+
+
+def test_each_claim_states_the_seeds_its_own_spread_needs():
+    # (a) 4 seeds, half-width 3.182 * 0.44 / 2 = 0.700: spread 0.44 needs 11 seeds (n = 10: 2.262 * 0.44 / 3.162 =
+    # 0.315; n = 11: 2.228 * 0.44 / 3.317 = 0.296); (d) half-width 0.2 already meets 0.3; (f) is no t-interval
+    claims = pd.DataFrame({"question": ["a", "d", "f"], "seeds": [4, 4, 8],
+                           "half_width": [3.182446 * 0.44 / 2, 0.2, 0.6]})
+    assert list(seeds_for_claims(claims)) == [11, None, None]
