@@ -199,7 +199,8 @@ class Graph:
     """
 
     def __init__(self, artifacts: list[Artifact], root=None, data_identity: Callable[[], dict] | None = None,
-                 rebuild: Callable[[str], str] = lambda stage: f"python -m qrepro study --stages {stage}",
+                 rebuild: Callable[..., str] = lambda stage=None: "python -m qrepro study"
+                 + ("" if stage is None else f" --stages {stage}"),
                  study: str | None = None):
         self.artifacts = {a.id: a for a in artifacts}
         self.study = study  # recorded in every entry: studies sharing a results folder share artifact ids

@@ -82,12 +82,13 @@ SWEEP_BN_BATCHES = 20  # batches of 128 training images re-estimating BatchNorm 
 
 
 def _rebuild_command(cfg: StudyConfig, root, data_root=None) -> callable:
-    """The command that builds a stage again, with every option that made this study what it is."""
+    """The command that builds a stage again (``None``: the whole study), with every option that made this study
+    what it is."""
     preset = re.sub(r"-limit\d+$", "", cfg.name)  # StudyConfig.shrunk's naming; --limit is in the overrides
     extra = "".join(f" {o}" for o in cfg.overrides)
     extra += "" if data_root is None else f" --data-root {data_root}"
     extra += "" if root is None else f" --results {root}"
-    return lambda stage: f"python -m qrepro study --preset {preset} --stages {stage}{extra}"
+    return lambda stage=None: f"python -m qrepro study --preset {preset}{'' if stage is None else f' --stages {stage}'}{extra}"
 
 
 @dataclass
@@ -753,7 +754,5 @@ def status_lines(preset=False, root=None, data_root=None) -> tuple[list[str], in
         lines.append("no manifest.json, but artifact files are here: restore it from git, or re-adopt the intact "
                      "files with status --rebuild-manifest")
     elif bad:
-        first = next(s for s in report_ if not s.usable)
-        lines.append(f"rebuild with: {graph.rebuild(graph[first.id].stage).replace(' --stages ' + graph[first.id].stage, '')}"
-                     .rstrip())
+        lines.append(f"rebuild with: {graph.rebuild()}")
     return lines, int(bad)
