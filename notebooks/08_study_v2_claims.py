@@ -53,7 +53,7 @@ report.save_figure(fig, "study_v2_progress", results)
 ready = not progress.set_index("stage").loc[["trials", "tables"], "left"].any()
 print("Study v2 is complete: every claim below is read from its artifacts." if ready else
       f"Study v2 is in progress ({int(progress['left'].sum())} of {int(progress['artifacts'].sum())} artifacts left: "
-      f"make study STUDY={preset} resumes it); the claims appear here once its trials are done.")
+      f"make study STUDY={preset} resumes it): the claims below are provisional, from the trials built so far.")
 
 # %% [markdown]
 # ## The pilot: how many seeds (a) needs
@@ -91,12 +91,15 @@ if len(pairs):
 # One row per question, model, target and fine-tuning length; the difference is in test top-1 points ((f):
 # Spearman's rho). `size_difference_KB` is the first arm's size minus the second's: the uniform arm is never larger
 # than the BO pick it is compared with. `seeds_for_0.3` is stated, not run: the seeds a half-width of 0.3 points
-# would take at the spread the row's own seeds show, where its half-width is wider.
+# would take at the spread the row's own seeds show, where its half-width is wider. While the study runs, the rows
+# are computed as the table will be, from the trials built so far (`seeds` says how many pairs each has), and
+# (e) waits for the table.
 
 # %%
-if ready:
-    claims = report.read_table("trial_claims", preset, results)
-    claims["seeds_for_0.3"] = report.seeds_for_claims(claims)
+claims, final = report.claims(preset, results)
+print("The claims table the study wrote." if final else
+      f"Provisional: {len(claims)} rows from the trials built so far, not the study's table.")
+if len(claims):
     display(claims[["question", "model", "target", "epochs", "seeds", "difference", "low", "high", "half_width",
                     "seeds_for_0.3", "verdict", "size_difference_KB"]].round(3))
 
@@ -107,13 +110,13 @@ if ready:
 # for (d)). Colour: the verdict.
 
 # %%
-if ready:
+if len(claims):
     colours = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:gray"}
     rows = claims.iloc[::-1].reset_index(drop=True)
-    labels = [f"({r.question}) {r.model} {'' if np.isnan(r.target) else f'{100 * r.target:.2f} % '}"
-              + ("" if r.question in "ef" else f"{r.epochs:g} ep. ") + ("" if r.question != "b" else
-                                                                        r.claim.split("beats ")[1].split(" under")[0])
-              for r in rows.itertuples()]
+    labels = [" ".join([f"({r.question}) {r.model}", "" if np.isnan(r.target) else f"{100 * r.target:.2f} %",
+                        "" if r.question in "ef" else f"{r.epochs:g} ep.",
+                        "" if r.question != "b" else r.claim.split("beats ")[1].split(" under")[0]]).rstrip()
+              + f", n = {r.seeds}" for r in rows.itertuples()]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.5), sharey=True,
                              gridspec_kw={"width_ratios": [3, 1]})
     for ax, points in ((axes[0], rows["question"] != "f"), (axes[1], rows["question"] == "f")):
@@ -129,6 +132,7 @@ if ready:
     for verdict, colour in colours.items():
         axes[0].plot([], [], "o", color=colour, label=verdict)
     axes[0].legend(loc="lower right", fontsize="small")
+    axes[0].set_title("" if final else "provisional: the trials built so far", loc="left", fontsize="small")
     fig.tight_layout()
     report.save_figure(fig, "claims_forest", results)
 
@@ -139,9 +143,9 @@ if ready:
 # (validation top-1 after BatchNorm re-estimation, before fine-tuning) against the test top-1 after.
 
 # %%
-if ready:
-    trials = report.trial_frame(preset, results)
-    ranked = trials[trials["rank"].notna()].sort_values("rank")
+trials = report.trial_frame(preset, results, built_only=not ready)
+ranked = trials[trials["rank"].notna()].sort_values("rank") if len(trials) else trials
+if len(ranked):
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter(ranked["search_value"], ranked["test_top1"])
     for r in ranked.itertuples():
@@ -154,8 +158,7 @@ if ready:
 # %% [markdown]
 # ## Every trial
 #
-# One row per arm and seed: what each claim above is computed from.
+# One row per arm and seed (while the study runs, those built so far): what each claim above is computed from.
 
 # %%
-if ready:
-    display(trials.round(3))
+display(trials.round(3))

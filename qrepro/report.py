@@ -2,8 +2,10 @@
 
 Every read goes through the study's artifact graph, which refuses a missing, stale or corrupt
 artifact: :func:`read_table`, :func:`ablation_frame`, :func:`search_frame`, :func:`gp_slice`,
-:func:`base_models`, :func:`load_base`, :func:`read_json`, :func:`joint_frame`, :func:`trial_frame`.  Nothing
-here computes a result; figures are written as PNG and PDF under ``results/figures``.
+:func:`base_models`, :func:`load_base`, :func:`read_json`, :func:`joint_frame`, :func:`trial_frame`,
+:func:`claims`.  Nothing here trains, prunes or searches: what a study in progress shows (:func:`pilot_pairs`,
+:func:`claims`) applies the tables' own functions to the artifacts built so far.  Figures are written as PNG and
+PDF under ``results/figures``.
 """
 from __future__ import annotations
 
@@ -130,6 +132,22 @@ def trial_frame(preset=False, root=None, built_only: bool = False) -> pd.DataFra
     """Every trial of Study v2 (:func:`qrepro.tables.trial_frame`); ``built_only``: those built so far."""
     study = open_study(preset, root)
     return tables.trial_frame(_Built(study.graph) if built_only else study)
+
+
+def claims(preset=False, root=None) -> tuple[pd.DataFrame, bool]:
+    """Study v2's claims with ``seeds_for_0.3`` (:func:`seeds_for_claims`), and whether they are final: the
+    ``trial_claims`` table once the study wrote it; before, the same computation
+    (:func:`qrepro.tables.trial_claims`) over the trials built so far, without (e), whose joint searches it
+    does not read: provisional intervals whose seed counts say how far the run has come."""
+    graph = study_graph(preset, root)
+    if graph.done("table/trial_claims"):
+        df, final = pd.read_csv(graph.resolve("table/trial_claims")), True
+    else:
+        trials = trial_frame(preset, root, built_only=True)
+        df, final = (tables.trial_claims(trials) if not trials.empty else pd.DataFrame(columns=[
+            "question", "claim", "model", "target", "epochs", "seeds", "difference", "low", "high", "half_width",
+            "least", "verdict", "size_difference_KB"])), False
+    return df.assign(**{"seeds_for_0.3": seeds_for_claims(df)}), final
 
 
 def pilot_pairs(preset=False, root=None) -> pd.DataFrame:

@@ -198,6 +198,26 @@ def test_pilot_pairs_read_the_built_trials_by_seed(smoke_results, tmp_path):
     assert len(report.trial_frame("smoke", partial, built_only=True)) == len(report.trial_frame("smoke", smoke_results)) - 1
 
 
+def test_claims_in_progress_are_computed_from_the_built_trials(smoke_results, tmp_path):
+    """report.claims: the study's table once written; before, provisional rows from the trials built so far, each
+    a difference of two trials' own test top-1, and no row for an arm whose trial is missing."""
+    graph = study.study_graph("smoke", smoke_results)
+    claims, final = report.claims("smoke", smoke_results)
+    assert final and claims.drop(columns="seeds_for_0.3").equals(report.read_table("trial_claims", "smoke",
+                                                                                    smoke_results))
+    test = {m: json.loads(graph.resolve(f"trial/bnn-{m}-e0.05-s0" if m == "unpruned" else
+                                        f"trial/bnn-{m}-t0.2612-e0.05-s0").read_text())["test_acc"]
+            for m in ("bo", "uniform", "unpruned")}
+    partial = tmp_path / "results"
+    shutil.copytree(smoke_results, partial, ignore=shutil.ignore_patterns("notebooks", "figures"))
+    for id in ("trial/bnn-uniform-t0.2612-e0.05-s0", "table/trial_claims"):  # a study whose run has not ended
+        study.study_graph("smoke", partial).path(id).unlink()
+    claims, final = report.claims("smoke", partial)
+    assert not final and "a" not in set(claims.question)
+    d = claims[claims.question == "d"]
+    assert d.difference.tolist() == [pytest.approx(test["bo"] - test["unpruned"])] and d.seeds.tolist() == [1]
+
+
 def test_accuracies_are_percentages(smoke_results):
     for name, col in (("baselines", "test_top1"), ("ablation_summary", "val_top1_mean"),
                       ("search_summary", "best_val_top1_mean"), ("paper_table", "test_top1_mean")):
