@@ -143,7 +143,7 @@ if len(claims):
 # (validation top-1 after BatchNorm re-estimation, before fine-tuning) against the test top-1 after.
 
 # %%
-trials = report.trial_frame(preset, results, built_only=not ready)
+trials = report.trial_frame(preset, results, built_only=True)  # all of them once the study is complete
 ranked = trials[trials["rank"].notna()].sort_values("rank") if len(trials) else trials
 if len(ranked):
     fig, ax = plt.subplots(figsize=(5, 4))

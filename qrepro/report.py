@@ -139,14 +139,12 @@ def claims(preset=False, root=None) -> tuple[pd.DataFrame, bool]:
     ``trial_claims`` table once the study wrote it; before, the same computation
     (:func:`qrepro.tables.trial_claims`) over the trials built so far, without (e), whose joint searches it
     does not read: provisional intervals whose seed counts say how far the run has come."""
-    graph = study_graph(preset, root)
+    graph = open_study(preset, root).graph
     if graph.done("table/trial_claims"):
         df, final = pd.read_csv(graph.resolve("table/trial_claims")), True
     else:
-        trials = trial_frame(preset, root, built_only=True)
-        df, final = (tables.trial_claims(trials) if not trials.empty else pd.DataFrame(columns=[
-            "question", "claim", "model", "target", "epochs", "seeds", "difference", "low", "high", "half_width",
-            "least", "verdict", "size_difference_KB"])), False
+        trials = tables.trial_frame(_Built(graph))
+        df, final = (tables.trial_claims(trials) if len(trials) else pd.DataFrame()), False
     return df.assign(**{"seeds_for_0.3": seeds_for_claims(df)}), final
 
 

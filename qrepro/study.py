@@ -88,7 +88,8 @@ def _rebuild_command(cfg: StudyConfig, root, data_root=None) -> callable:
     extra = "".join(f" {o}" for o in cfg.overrides)
     extra += "" if data_root is None else f" --data-root {data_root}"
     extra += "" if root is None else f" --results {root}"
-    return lambda stage=None: f"python -m qrepro study --preset {preset}{'' if stage is None else f' --stages {stage}'}{extra}"
+    return lambda stage=None: (f"python -m qrepro study --preset {preset}"
+                               f"{'' if stage is None else f' --stages {stage}'}{extra}")
 
 
 @dataclass
