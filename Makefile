@@ -63,9 +63,8 @@ status: setup ## one line per artifact of the study: fresh, legacy, stale (why),
 reproduce: setup ## check the cache (status), then regenerate every figure from it (the main job)
 	$(PY) -m qrepro reproduce --preset $(STUDY) --results $(STUDY_DIR)
 
-readme: setup ## copy the study's tables into the marked table blocks of README.md and docs/results.md (the prose stays hand-written)
+readme: setup ## copy the study's tables into the marked table blocks of README.md and docs/ (the prose stays hand-written)
 	$(PY) -m qrepro readme --results $(STUDY_DIR)
-	$(PY) -m qrepro readme --results $(STUDY_DIR) --readme docs/results.md
 
 teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minute each, base checkpoints only)
 	$(PY) -m qrepro teach --results $(STUDY_DIR) $(if $(filter 1,$(SMOKE)),--smoke,)

@@ -29,7 +29,7 @@ from .objective import EvaluationSettings, PruneObjective
 from .paths import README_PATH
 from .precision import PrecisionCost
 from .prune import prunable_layers
-from .readme import sync_readme
+from .readme import sync_documents, sync_readme
 from .search import SearchConfig, search_ratios
 from .size import SizeModel
 from .space import check_reachable
@@ -237,15 +237,13 @@ def _cmd_teach(args) -> int:
 
 
 def _cmd_readme(args) -> int:
-    """Splice the study's tables into the README's marked blocks (``--check``: only compare)."""
-    changed = sync_readme(args.results, args.readme, check=args.check)
-    where = args.readme or README_PATH.name
-    if not changed:
-        print(f"{where}: every table block matches the study's tables")
-        return 0
+    """Splice the study's tables into the marked blocks of the documents (``--check``: only compare)."""
+    changed = ({args.readme: sync_readme(args.results, args.readme, check=args.check)} if args.readme
+               else sync_documents(args.results, check=args.check))
     verb = "differ from the study's tables (run python -m qrepro readme to update)" if args.check else "updated"
-    print(f"{where}: {', '.join(changed)} {verb}")
-    return 1 if args.check else 0
+    for where, names in changed.items():
+        print(f"{where}: {', '.join(names)} {verb}" if names else f"{where}: every table block matches the tables")
+    return 1 if args.check and any(changed.values()) else 0
 
 
 def _cmd_reproduce(args) -> int:
@@ -348,9 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, help="notebooks run at once (default: one per usable CPU core)")
     r.set_defaults(func=_cmd_reproduce)
 
-    rd = sub.add_parser("readme", help="copy the study's tables into the README's <!-- table: NAME --> blocks")
+    rd = sub.add_parser("readme", help="copy the study's tables into the <!-- table: NAME --> blocks of the "
+                        "README and docs")
     rd.add_argument("--results", help="results folder whose tables/ to read (default: results/)")
-    rd.add_argument("--readme", help="the Markdown file to update (default: the repository's README.md)")
+    rd.add_argument("--readme", help="the one Markdown file to update (default: README.md, docs/results.md, "
+                    "docs/study-v2.md)")
     rd.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1 if any)")
     rd.set_defaults(func=_cmd_readme)
 

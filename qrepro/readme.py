@@ -6,10 +6,11 @@ A table in ``README.md`` sits between two markers, each at the start of a line::
     ...the text of results/tables/claims.md...
     <!-- /table -->
 
-``python -m qrepro readme`` (``make readme``) replaces every such block with the current
-``tables/<name>.md``, where a name may go through folders (``fmnist-resnet18/trial_claims``: a study
-that writes its tables beside the others, ``StudyConfig.tables``); ``--check`` only says which blocks
-differ (exit 1), so a test can keep the README and the committed cache from drifting apart.  The prose
+``python -m qrepro readme`` (``make readme``) replaces every such block of the documents in ``DOCUMENTS`` (or of
+the one ``--readme`` names) with the current ``tables/<name>.md``, where a name may go through folders
+(``fmnist-resnet18/trial_claims``: a study that writes its tables beside the others, ``StudyConfig.tables``);
+``--check`` only says which blocks differ (exit 1), so a test can keep the documents and the committed cache from
+drifting apart.  The prose
 around the tables is written by hand, from the same numbers.
 """
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 
 from .cache import write_text_atomic
 from .errors import BadInput
-from .paths import README_PATH, require_source_tree, tables_dir
+from .paths import README_PATH, REPO_ROOT, require_source_tree, tables_dir
+
+DOCUMENTS = ("README.md", "docs/results.md", "docs/study-v2.md")  # the source tree's documents with table blocks
 
 # markers start a line (a marker quoted inside a sentence is text, not a block); a name is a path under tables/ of
 # letters, digits, _ and - (no dots: it cannot leave the tables folder)
@@ -68,3 +71,9 @@ def sync_readme(root=None, readme: str | Path | None = None, check: bool = False
     if changed and not check:
         write_text_atomic(readme, BLOCK.sub(lambda m: m.group(1) + current[m["name"]] + m.group(4), text))
     return changed
+
+
+def sync_documents(root=None, check: bool = False) -> dict[str, list[str]]:
+    """``{document: its blocks that differ}`` for every document of ``DOCUMENTS`` (see :func:`sync_readme`)."""
+    require_source_tree("the README and docs/ (or pass --readme FILE)")
+    return {doc: sync_readme(root, REPO_ROOT / doc, check) for doc in DOCUMENTS}

@@ -5,7 +5,7 @@ import pytest
 
 from qrepro.cli import main
 from qrepro.paths import README_PATH
-from qrepro.readme import sync_readme, table_blocks
+from qrepro.readme import DOCUMENTS, sync_documents, sync_readme, table_blocks
 
 TABLE_A = "A note.\n\n| x | y |\n|---|---|\n| 1 | 2.00 |\n"
 TABLE_B = "| z |\n|---|\n| 3 |\n"
@@ -20,11 +20,9 @@ def write_case(tmp_path, readme_text: str):
     return readme
 
 
-def test_the_committed_readme_shows_the_committed_tables():
+def test_the_committed_documents_show_the_committed_tables():
     assert table_blocks(README_PATH.read_text()), "no marked table"
-    assert sync_readme(check=True) == [], "run: python -m qrepro readme (make readme)"
-    results_doc = README_PATH.parent / "docs" / "results.md"  # the tables moved out of the README for length
-    assert sync_readme(readme=results_doc, check=True) == [], "run: make readme"
+    assert sync_documents(check=True) == dict.fromkeys(DOCUMENTS, []), "run: python -m qrepro readme (make readme)"
 
 
 def test_sync_rewrites_the_blocks_and_keeps_the_prose(tmp_path):
