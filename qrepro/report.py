@@ -18,6 +18,7 @@ from scipy.stats import t as student_t
 from . import tables
 from .config import BASE_KINDS, QUANT_KINDS, load_preset  # noqa: F401  (the notebooks' vocabulary)
 from .gp import hypervolume, pareto_front  # noqa: F401
+from .jobs import joint_jobs
 from .paths import figures_dir
 from .size import DEFAULT_CONVENTION, MB  # noqa: F401
 from .study import open_study, study_graph
@@ -137,14 +138,17 @@ def trial_frame(preset=False, root=None, built_only: bool = False) -> pd.DataFra
 def claims(preset=False, root=None) -> tuple[pd.DataFrame, bool]:
     """Study v2's claims with ``seeds_for_0.3`` (:func:`seeds_for_claims`), and whether they are final: the
     ``trial_claims`` table once the study wrote it; before, the same computation
-    (:func:`qrepro.tables.trial_claims`) over the trials built so far, without (e), whose joint searches it
-    does not read: provisional intervals whose seed counts say how far the run has come."""
-    graph = open_study(preset, root).graph
+    (:func:`qrepro.tables.trial_claims`) over the trials built so far, with (e) once every joint search is built:
+    provisional intervals whose seed counts say how far the run has come."""
+    study = open_study(preset, root)
+    graph = study.graph
     if graph.done("table/trial_claims"):
         df, final = pd.read_csv(graph.resolve("table/trial_claims")), True
     else:
         trials = tables.trial_frame(_Built(graph))
-        df, final = (tables.trial_claims(trials) if len(trials) else pd.DataFrame()), False
+        joint_built = study.config.joint and all(graph.done(job.id) for job in joint_jobs(study.config))
+        joint = tables.joint_frame(study) if joint_built else None
+        df, final = (tables.trial_claims(trials, joint) if len(trials) else pd.DataFrame()), False
     return df.assign(**{"seeds_for_0.3": seeds_for_claims(df)}), final
 
 

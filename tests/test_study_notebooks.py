@@ -17,7 +17,7 @@ from qrepro import report, study
 from qrepro.cli import main
 from qrepro.config import load_preset
 from qrepro.export import load_packed
-from qrepro.jobs import SearchJob, final_jobs, search_jobs
+from qrepro.jobs import SearchJob, final_jobs, joint_jobs, search_jobs
 from qrepro.size import MB, model_size_bytes
 
 pytestmark = pytest.mark.slow
@@ -216,6 +216,12 @@ def test_claims_in_progress_are_computed_from_the_built_trials(smoke_results, tm
     assert not final and "a" not in set(claims.question)
     d = claims[claims.question == "d"]
     assert d.difference.tolist() == [pytest.approx(test["bo"] - test["unpruned"])] and d.seeds.tolist() == [1]
+    table = report.read_table("trial_claims", "smoke", smoke_results)
+    assert len(table[table.question == "e"]) == 1  # every joint search built: (e) as the table will state it
+    pd.testing.assert_frame_equal(claims[claims.question == "e"].drop(columns="seeds_for_0.3").reset_index(drop=True),
+                                  table[table.question == "e"].reset_index(drop=True), check_dtype=False)
+    study.study_graph("smoke", partial).path(joint_jobs(load_preset("smoke"))[0].id).unlink()  # one left
+    assert "e" not in set(report.claims("smoke", partial)[0].question)
 
 
 def test_accuracies_are_percentages(smoke_results):
