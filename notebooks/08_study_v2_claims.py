@@ -126,7 +126,7 @@ if len(claims):
             ax.axvline(r["least"], color="black", ls="--", lw=0.8) if r["question"] == "d" else None
         ax.axvline(0, color="black", lw=0.8)
     axes[0].set_yticks(range(len(rows)), labels)
-    axes[0].set_xlabel("paired difference of test top-1 (points), 95 % interval")
+    axes[0].set_xlabel("paired difference of top-1 (points; (e): validation, before fine-tuning), 95 % interval")
     axes[1].set_xlabel("(f) Spearman's rho, 95 % interval")
     axes[1].set_xlim(-1, 1)
     for verdict, colour in colours.items():
