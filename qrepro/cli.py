@@ -26,7 +26,6 @@ from .distributed import explain_failure, launch_rank
 from .errors import BadInput, check_output_file
 from .notebooks import check_jobs, notebook_paths, run_notebooks
 from .objective import EvaluationSettings, PruneObjective
-from .paths import README_PATH
 from .precision import PrecisionCost
 from .prune import prunable_layers
 from .readme import sync_documents, sync_readme

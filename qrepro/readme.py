@@ -10,8 +10,7 @@ A table in ``README.md`` sits between two markers, each at the start of a line::
 the one ``--readme`` names) with the current ``tables/<name>.md``, where a name may go through folders
 (``fmnist-resnet18/trial_claims``: a study that writes its tables beside the others, ``StudyConfig.tables``);
 ``--check`` only says which blocks differ (exit 1), so a test can keep the documents and the committed cache from
-drifting apart.  The prose
-around the tables is written by hand, from the same numbers.
+drifting apart.  The prose around the tables is written by hand, from the same numbers.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from .cache import write_text_atomic
 from .errors import BadInput
-from .paths import README_PATH, REPO_ROOT, require_source_tree, tables_dir
+from .paths import REPO_ROOT, require_source_tree, tables_dir
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/study-v2.md")  # the source tree's documents with table blocks
 
@@ -55,13 +54,10 @@ def _table_text(name: str, root) -> str:
     return path.read_text()
 
 
-def sync_readme(root=None, readme: str | Path | None = None, check: bool = False) -> list[str]:
-    """The names of the README's (default: the repository's) table blocks that differ from
-    ``tables/<name>.md`` under ``root``; unless ``check``, those blocks are rewritten (atomically;
-    the rest of the file is kept)."""
-    if readme is None:
-        require_source_tree("the README (or pass --readme FILE)")
-    readme = Path(readme or README_PATH)
+def sync_readme(root, readme: str | Path, check: bool = False) -> list[str]:
+    """The names of ``readme``'s table blocks that differ from ``tables/<name>.md`` under ``root``; unless
+    ``check``, those blocks are rewritten (atomically; the rest of the file is kept)."""
+    readme = Path(readme)
     if not readme.is_file():
         raise BadInput(f"{readme} does not exist; pass the README to update with --readme")
     text = readme.read_text()
