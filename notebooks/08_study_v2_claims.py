@@ -93,7 +93,7 @@ if len(pairs):
 # than the BO pick it is compared with. `seeds_for_0.3` is stated, not run: the seeds a half-width of 0.3 points
 # would take at the spread the row's own seeds show, where its half-width is wider. While the study runs, the rows
 # are computed as the table will be, from the trials built so far (`seeds` says how many pairs each has), and
-# (e) waits for the table.
+# (e) once every joint search is built.
 
 # %%
 claims, final = report.claims(preset, results)
@@ -126,8 +126,9 @@ if len(claims):
             ax.axvline(r["least"], color="black", ls="--", lw=0.8) if r["question"] == "d" else None
         ax.axvline(0, color="black", lw=0.8)
     axes[0].set_yticks(range(len(rows)), labels)
-    axes[0].set_xlabel("paired difference of top-1 (points; (e): validation, before fine-tuning), 95 % interval")
-    axes[1].set_xlabel("(f) Spearman's rho, 95 % interval")
+    axes[0].set_xlabel("paired difference of top-1 (points), 95 % interval\n"
+                       "test top-1 after fine-tuning; (e): validation top-1 before it")
+    axes[1].set_xlabel("(f) Spearman's rho,\n95 % interval")
     axes[1].set_xlim(-1, 1)
     for verdict, colour in colours.items():
         axes[0].plot([], [], "o", color=colour, label=verdict)
@@ -154,6 +155,54 @@ if len(ranked):
     ax.set_ylabel("test top-1 after fine-tuning (%)")
     fig.tight_layout()
     report.save_figure(fig, "objective_vs_finetuned", results)
+
+# %% [markdown]
+# ## The network: base models and sizes
+#
+# The base models, each trained once by the ResNet-20 study's recipe (notebook 2 has ResNet-20's), the
+# any-precision one evaluated at 2 bits; then each epoch's validation top-1. Below, the size of this ResNet-18
+# under each counting convention beside the paper's ImageNet sizes: its 2.47 MB (BNN, 26.12 % removed) matches
+# one convention, and the 1000-class classifier is most of the gap to the Fashion-MNIST network.
+
+# %%
+display(report.read_table("baselines", preset, results))
+curves = report.training_curves(report.base_models(preset, results))
+fig, ax = plt.subplots(figsize=(6, 3.4))
+for model, curve in curves.groupby("model"):
+    ax.plot(curve["epoch"], curve["val_acc"], marker="o", label=model)
+ax.set_xlabel("epoch")
+ax.set_ylabel("validation top-1 (%)")
+ax.legend(fontsize="small")
+fig.tight_layout()
+report.save_figure(fig, "study_v2_training_curves", results)
+
+# %%
+report.read_table("resnet18_size", preset, results)
+
+# %% [markdown]
+# ## The criterion's premise: are binary filters redundant?
+#
+# The redundancy criterion removes filters that others nearly repeat. Per layer: exact duplicates among the
+# filters' sign codes, near duplicates (at most a quarter of the codes differing), and the fraction of codes in
+# which a filter differs from its nearest neighbour, beside that of random codes (0.5 for signs, 0.75 for 2-bit
+# codes).
+
+# %%
+report.read_table("filter_duplicates", preset, results)
+
+# %% [markdown]
+# ## The searches before fine-tuning, and the criteria at uniform ratios
+#
+# Each setting's best feasible validation top-1 (the search's objective, on the images the searches see), mean over
+# search seeds; the joint searches on the any-precision model, and that model at uniform bit-widths; then every
+# criterion at uniform ratios after BatchNorm re-estimation (`bn`) and after a short fine-tune (`finetune`).
+
+# %%
+display(report.read_table("search_summary", preset, results))
+display(report.read_table("joint_summary", preset, results))
+display(report.read_table("precision_sweep", preset, results))
+ablation = report.read_table("ablation_summary", preset, results)
+ablation.pivot_table(index=["model", "stage", "ratio"], columns="criterion", values="val_top1_mean")
 
 # %% [markdown]
 # ## Every trial

@@ -22,7 +22,6 @@ RESULTS_DIR = Path(os.environ.get("QREPRO_RESULTS", HOME / "results"))
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 TEACHING_DIR = NOTEBOOKS_DIR / "teaching"
 STUDY_PRESETS_DIR = PACKAGE_DIR / "presets"  # package data: a wheel ships them
-README_PATH = REPO_ROOT / "README.md"
 
 # Debian's package ``dataset-fashion-mnist`` installs the IDX files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,6 +1,6 @@
-"""The README's result tables, spliced from the tables the study wrote.
+"""The documents' result tables, spliced from the tables the study wrote.
 
-A table in ``README.md`` sits between two markers, each at the start of a line::
+A table in a document of ``docs/`` sits between two markers, each at the start of a line::
 
     <!-- table: claims -->
     ...the text of results/tables/claims.md...
@@ -21,7 +21,7 @@ from .cache import write_text_atomic
 from .errors import BadInput
 from .paths import REPO_ROOT, require_source_tree, tables_dir
 
-DOCUMENTS = ("README.md", "docs/results.md", "docs/study-v2.md")  # the source tree's documents with table blocks
+DOCUMENTS = ("docs/results.md", "docs/study-v2.md")  # the source tree's documents with table blocks
 
 # markers start a line (a marker quoted inside a sentence is text, not a block); a name is a path under tables/ of
 # letters, digits, _ and - (no dots: it cannot leave the tables folder)
@@ -35,11 +35,11 @@ def table_blocks(text: str) -> dict[str, str]:
     blocks = {}
     for m in BLOCK.finditer(text):
         if m["name"] in blocks:
-            raise BadInput(f"the README marks table {m['name']!r} twice; keep one <!-- table: {m['name']} --> block")
+            raise BadInput(f"the document marks table {m['name']!r} twice; keep one <!-- table: {m['name']} --> block")
         blocks[m["name"]] = m["body"]
     unclosed = len(OPEN.findall(text)) - len(blocks)
     if unclosed:
-        raise BadInput(f"the README has {unclosed} '<!-- table: NAME -->' marker(s) without a matching "
+        raise BadInput(f"the document has {unclosed} '<!-- table: NAME -->' marker(s) without a matching "
                        "'<!-- /table -->' on a later line (or with a name other than letters, digits, _, - and /); "
                        "close each block")
     return blocks
@@ -48,7 +48,7 @@ def table_blocks(text: str) -> dict[str, str]:
 def _table_text(name: str, root) -> str:
     path = tables_dir(root) / f"{name}.md"
     if not path.is_file():
-        raise BadInput(f"the README shows table {name!r} but {path} does not exist; build it with "
+        raise BadInput(f"the document shows table {name!r} but {path} does not exist; build it with "
                        f"python -m qrepro study --stages tables --results {tables_dir(root).parent}, "
                        "or remove the block")
     return path.read_text()
@@ -59,7 +59,7 @@ def sync_readme(root, readme: str | Path, check: bool = False) -> list[str]:
     ``check``, those blocks are rewritten (atomically; the rest of the file is kept)."""
     readme = Path(readme)
     if not readme.is_file():
-        raise BadInput(f"{readme} does not exist; pass the README to update with --readme")
+        raise BadInput(f"{readme} does not exist; pass the document to update with --readme")
     text = readme.read_text()
     blocks = table_blocks(text)
     current = {name: _table_text(name, root) for name in blocks}
@@ -71,5 +71,5 @@ def sync_readme(root, readme: str | Path, check: bool = False) -> list[str]:
 
 def sync_documents(root=None, check: bool = False) -> dict[str, list[str]]:
     """``{document: its blocks that differ}`` for every document of ``DOCUMENTS`` (see :func:`sync_readme`)."""
-    require_source_tree("the README and docs/ (or pass --readme FILE)")
+    require_source_tree("docs/ (or pass --readme FILE)")
     return {doc: sync_readme(root, REPO_ROOT / doc, check) for doc in DOCUMENTS}

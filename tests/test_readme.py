@@ -4,7 +4,7 @@ import re
 import pytest
 
 from qrepro.cli import main
-from qrepro.paths import README_PATH
+from qrepro.paths import REPO_ROOT
 from qrepro.readme import DOCUMENTS, sync_documents, sync_readme, table_blocks
 
 TABLE_A = "A note.\n\n| x | y |\n|---|---|\n| 1 | 2.00 |\n"
@@ -21,7 +21,8 @@ def write_case(tmp_path, readme_text: str):
 
 
 def test_the_committed_documents_show_the_committed_tables():
-    assert table_blocks(README_PATH.read_text()), "no marked table"
+    for doc in DOCUMENTS:
+        assert table_blocks((REPO_ROOT / doc).read_text()), f"{doc} marks no table: drop it from readme.DOCUMENTS"
     assert sync_documents(check=True) == dict.fromkeys(DOCUMENTS, []), "run: python -m qrepro readme (make readme)"
 
 
