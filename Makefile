@@ -63,7 +63,7 @@ status: setup ## one line per artifact of the study: fresh, legacy, stale (why),
 reproduce: setup ## check the cache (status), then regenerate every figure from it (the main job)
 	$(PY) -m qrepro reproduce --preset $(STUDY) --results $(STUDY_DIR)
 
-readme: setup ## copy the study's tables into the marked table blocks of docs/results.md and docs/study-v2.md (the prose stays hand-written)
+readme: setup ## copy the study's tables into the marked table blocks of README.md and docs/ (the prose stays hand-written)
 	$(PY) -m qrepro readme --results $(STUDY_DIR)
 
 teach: setup ## execute the teaching notebooks (notebooks/teaching; about a minute each, base checkpoints only)

@@ -346,9 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_reproduce)
 
     rd = sub.add_parser("readme", help="copy the study's tables into the <!-- table: NAME --> blocks of the "
-                        "result documents (docs/results.md, docs/study-v2.md)")
+                        "README and docs")
     rd.add_argument("--results", help="results folder whose tables/ to read (default: results/)")
-    rd.add_argument("--readme", help="the one Markdown file to update (default: both result documents)")
+    rd.add_argument("--readme", help="the one Markdown file to update (default: README.md, docs/results.md, "
+                    "docs/study-v2.md)")
     rd.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1 if any)")
     rd.set_defaults(func=_cmd_readme)
 

@@ -47,11 +47,20 @@ def test_a_block_names_a_table_in_a_folder_under_tables(tmp_path):
     assert readme.read_text() == "Intro.\n<!-- table: v2-study/claims_b -->\n" + TABLE_B + "<!-- /table -->\nEnd.\n"
 
 
+def test_a_block_with_columns_shows_those_columns_in_that_order(tmp_path):
+    """A wide table in a narrow page: the named columns, in the marker's order, without the table's note."""
+    readme = write_case(tmp_path, "<!-- table: a columns: y, x -->\nold\n<!-- /table -->\n")
+    assert sync_readme(tmp_path, readme) == ["a columns: y, x"]
+    assert readme.read_text() == "<!-- table: a columns: y, x -->\n| y | x |\n|---|---|\n| 2.00 | 1 |\n<!-- /table -->\n"
+    assert sync_readme(tmp_path, readme, check=True) == []
+
+
 @pytest.mark.parametrize("text, match", [
     ("<!-- table: missing -->\nx\n<!-- /table -->\n", r"table 'missing' but .*missing\.md does not exist; build it"),
     ("<!-- table: a -->\nx\n", r"1 '<!-- table: NAME -->' marker\(s\) without a matching '<!-- /table -->'"),
     ("<!-- table: a -->\nx\n<!-- /table -->\n<!-- table: a -->\ny\n<!-- /table -->\n", "marks table 'a' twice"),
     ("<!-- table: ../a -->\nx\n<!-- /table -->\n", r"1 '<!-- table: NAME -->' marker\(s\) without a matching"),
+    ("<!-- table: a columns: x, w -->\nx\n<!-- /table -->\n", r"table 'a' has no column 'w' \(its columns: x, y\)"),
 ])
 def test_bad_readme_blocks_are_one_line_and_leave_the_file(tmp_path, capsys, text, match):
     readme = write_case(tmp_path, text)
