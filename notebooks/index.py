@@ -47,14 +47,14 @@ else:
 #
 # | order | notebook | shows |
 # |---|---|---|
-# | 1 | [01_quantizers](01_quantizers.py) | the quantizers, the weight histograms, duplicate filters and their distances against random codes |
+# | 1 | [01_quantizers](01_quantizers.py) | the quantizers, the weight histograms, duplicate filters and their distances against random codes (notebooks 1-7: ResNet-20) |
 # | 2 | [02_baselines](02_baselines.py) | the unpruned models, their training curves and sizes |
 # | 3 | [03_criteria_ablation](03_criteria_ablation.py) | every criterion at uniform ratios, before and after BatchNorm re-estimation and fine-tuning |
 # | 4 | [04_bayesian_search](04_bayesian_search.py) | the searches against random search and the uniform ratio, their convergence, the chosen ratios and a GP slice |
 # | 5 | [05_pareto_front](05_pareto_front.py) | the accuracy/size front of the multi-objective search and its hypervolume |
 # | 6 | [06_paper_table](06_paper_table.py) | the paper-style table of the fine-tuned final models, and how fine-tuning recovers accuracy |
 # | 7 | [07_joint_precision_pruning](07_joint_precision_pruning.py) | bit-widths and ratios searched together, against the paper's single-precision settings |
-# | 8 | [08_study_v2_claims](08_study_v2_claims.py) | Study v2 (ResNet-18): each of the paper's claims as a paired difference with its 95 % interval, and a forest plot |
+# | 8 | [08_study_v2_claims](08_study_v2_claims.py) | Study v2 (ResNet-18): each of the paper's claims as a paired difference with its 95 % interval, a forest plot, the base models, sizes, duplicate filters and searches |
 #
 # The README says what each result means; `docs/` holds the protocol, the choices where the paper is silent, and
 # what the package promises.
