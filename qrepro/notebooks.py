@@ -62,6 +62,8 @@ def run_notebooks(smoke: bool = False, root=None, only=None, timeout: int = 1800
         running = {pool.submit(_run_one, nb, out_dir / f"{nb.stem}.ipynb", smoke, root, timeout, kernel, track,
                                solutions): nb for nb in books}
         for done, future in enumerate(as_completed(running), 1):
+            if future.cancelled():  # not started: the first failure stopped it
+                continue
             failure, seconds = future.result()
             print(f"[{done}/{len(books)}] {running[future].name} {'FAILED after ' if failure else ''}{seconds:.0f} s",
                   flush=True)

@@ -7,12 +7,15 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
 from jupytext.sync_contentsmanager import TextFileContentsManager
+
+from qrepro import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -103,3 +106,21 @@ def test_the_index_lists_every_notebook_in_the_order_they_run_and_its_cell_runs(
     assert len(code) == 1
     exec(compile(code[0], str(index), "exec"), {})
     assert "qrepro" in capsys.readouterr().out
+
+
+def test_the_first_failing_notebook_is_reported_and_stops_the_rest(tmp_path, monkeypatch):
+    """One at a time, the first notebook fails: the run stops with its message, and the ones it stopped before they
+    started are skipped, not raised as cancelled."""
+    ran = []
+
+    def run_one(nb, out, *args):
+        ran.append(nb.name)
+        if len(ran) == 1:
+            return f"{nb.name} failed: ValueError: boom", 0.0
+        time.sleep(0.5)  # the next one, if it started, runs while the failure cancels those still queued
+        return None, 0.5
+
+    monkeypatch.setattr(notebooks, "_run_one", run_one)
+    with pytest.raises(SystemExit, match=r"^01_quantizers\.py failed: ValueError: boom$"):
+        notebooks.run_notebooks(root=tmp_path, jobs=1)
+    assert ran[0] == "01_quantizers.py" and len(ran) <= 2
