@@ -99,7 +99,10 @@ def _run_one(nb: Path, out: Path, smoke: bool, root: Path, timeout: int, kernel:
         if "interactive" in declared:  # widgets need a live front end: a saved copy prints instead
             parameters["interactive"] = False
     try:
-        pm.execute_notebook(str(out), str(out), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
+        # the kernel starts in the notebook's folder by nbclient's resources, not papermill's cwd=, which changes
+        # this whole process's working directory while the notebook runs and so races the other notebooks' kernels
+        pm.execute_notebook(str(out), str(out), parameters=parameters, kernel_name=kernel,
+                            resources={"metadata": {"path": str(nb.parent)}},
                             progress_bar=False, execution_timeout=timeout, record_timing=False,
                             # a cell's outputs may trail its reply on a loaded machine: wait for them, and fail
                             # loudly rather than save a copy without them (nbclient waits 4 s, then drops them)

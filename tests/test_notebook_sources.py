@@ -3,6 +3,7 @@
 lint; the lessons have objectives, equations, exercises with solutions in files, and a summary; the
 committed executed copies hold no machine paths, object reprs or stderr."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -124,3 +125,26 @@ def test_the_first_failing_notebook_is_reported_and_stops_the_rest(tmp_path, mon
     with pytest.raises(SystemExit, match=r"^01_quantizers\.py failed: ValueError: boom$"):
         notebooks.run_notebooks(root=tmp_path, jobs=1)
     assert ran[0] == "01_quantizers.py" and len(ran) <= 2
+
+
+def test_a_notebook_runs_in_its_folder_without_changing_this_process_folder(tmp_path, monkeypatch):
+    """Notebooks run in threads of one process: each kernel starts in its notebook's folder, and nothing changes the
+    process's working directory, which every other notebook's kernel start would inherit."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    nb = folder / "cwd.py"
+    nb.write_text("# %% tags=[\"parameters\"]\nsmoke = False\nresults = None\n\n# %%\nimport os\nprint(os.getcwd())\n")
+
+    here, chdir = os.getcwd(), os.chdir
+
+    def stay(path):  # papermill goes back to where it started, even when told no folder: that is no change
+        if Path(path).resolve() != Path(here).resolve():
+            raise AssertionError(f"the process's working directory changed to {path}")
+        chdir(path)
+
+    monkeypatch.setattr(os, "chdir", stay)
+    failure, _ = notebooks._run_one(nb, tmp_path / "cwd.ipynb", False, tmp_path, 120, "python3", "results", False)
+    assert failure is None
+    printed = [o["text"] for c in nbformat.read(tmp_path / "cwd.ipynb", as_version=4).cells
+               for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    assert printed == [f"{folder}\n"]
