@@ -44,8 +44,8 @@ def table_blocks(text: str) -> dict[str, str]:
     unclosed = len(OPEN.findall(text)) - len(blocks)
     if unclosed:
         raise BadInput(f"the document has {unclosed} '<!-- table: NAME -->' marker(s) without a matching "
-                       "'<!-- /table -->' on a later line (or with a name other than letters, digits, _, - and /); "
-                       "close each block")
+                       "'<!-- /table -->' on a later line (or with a name other than letters, digits, _, - and /, or "
+                       "columns not as 'columns: a, b'); close each block")
     return blocks
 
 

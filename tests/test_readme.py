@@ -61,6 +61,7 @@ def test_a_block_with_columns_shows_those_columns_in_that_order(tmp_path):
     ("<!-- table: a -->\nx\n<!-- /table -->\n<!-- table: a -->\ny\n<!-- /table -->\n", "marks table 'a' twice"),
     ("<!-- table: ../a -->\nx\n<!-- /table -->\n", r"1 '<!-- table: NAME -->' marker\(s\) without a matching"),
     ("<!-- table: a columns: x, w -->\nx\n<!-- /table -->\n", r"table 'a' has no column 'w' \(its columns: x, y\)"),
+    ("<!-- table: a columns: x,y -->\nx\n<!-- /table -->\n", r"columns not as 'columns: a, b'\); close each block"),
 ])
 def test_bad_readme_blocks_are_one_line_and_leave_the_file(tmp_path, capsys, text, match):
     readme = write_case(tmp_path, text)
