@@ -49,16 +49,16 @@ def table_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-def _table_text(spec: str, root) -> str:
+def _table_text(block: re.Match, root) -> str:
     """The text a block shows: ``tables/<name>.md``, or the named columns of its table."""
-    m = BLOCK.match(f"<!-- table: {spec} -->\n<!-- /table -->")
-    path = tables_dir(root) / f"{m['name']}.md"
+    name, columns = block["name"], block["columns"]
+    path = tables_dir(root) / f"{name}.md"
     if not path.is_file():
-        raise BadInput(f"the document shows table {m['name']!r} but {path} does not exist; build it with "
+        raise BadInput(f"the document shows table {name!r} but {path} does not exist; build it with "
                        f"python -m qrepro study --stages tables --results {tables_dir(root).parent}, "
                        "or remove the block")
     text = path.read_text()
-    return text if m["columns"] is None else _columns(text, m["columns"].split(", "), m["name"])
+    return text if columns is None else _columns(text, columns.split(", "), name)
 
 
 def _columns(text: str, names: list[str], table: str) -> str:
@@ -87,7 +87,7 @@ def sync_readme(root, readme: str | Path, check: bool = False) -> list[str]:
         raise BadInput(f"{readme} does not exist; pass the document to update with --readme")
     text = readme.read_text()
     blocks = table_blocks(text)
-    current = {spec: _table_text(spec, root) for spec in blocks}
+    current = {m["spec"]: _table_text(m, root) for m in BLOCK.finditer(text)}
     changed = [spec for spec, body in blocks.items() if body != current[spec]]
     if changed and not check:
         write_text_atomic(readme, BLOCK.sub(lambda m: m.group(1) + current[m["spec"]] + m.group("end"), text))
